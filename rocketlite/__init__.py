@@ -1,0 +1,3 @@
+"""rocketlite: one small Trio process that real RocketMQ and MQTT clients talk to."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from rocketlite.cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""Builds the broker from settings and runs every enabled front-end in one Trio nursery."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import trio
+
+from rocketlite.config import Settings
+from rocketlite.core.broker import Broker, BrokerSettings
+from rocketlite.frontends import FRONTENDS, FrontEndContext, load_frontend
+from rocketlite.runtime import TrioRuntime
+from rocketlite.storage import open_store
+
+log = logging.getLogger("rocketlite")
+
+
+def broker_settings(settings: Settings) -> BrokerSettings:
+    b = settings.section("broker")
+    st = settings.section("storage")
+    hours = float(st.get("retention_hours", 72) or 0)
+    max_mb = float(st.get("retention_max_mb", 0) or 0)
+    return BrokerSettings(
+        broker_name=str(b.get("broker_name", "rocketlite")),
+        cluster_name=str(b.get("cluster_name", "DefaultCluster")),
+        auto_create_topics=bool(b.get("auto_create_topics", True)),
+        auto_create_groups=bool(b.get("auto_create_groups", True)),
+        default_queue_count=int(b.get("default_queue_count", 4)),
+        max_message_size=int(b.get("max_message_size", 4 * 1024 * 1024)),
+        max_reconsume_times=int(b.get("max_reconsume_times", 16)),
+        retention_age_ms=int(hours * 3600_000) if hours > 0 else None,
+        retention_bytes=int(max_mb * 1024 * 1024) if max_mb > 0 else None,
+    )
+
+
+def display_host(bound: str, settings: Settings) -> str:
+    return settings.advertised_host if bound in ("", "0.0.0.0", "::") else bound
+
+
+class App:
+    """One rocketlite process: store, broker, front-ends.
+
+    ``await nursery.start(app.run)`` returns once every enabled listener accepts; ``app.stop()``
+    (or SIGINT/SIGTERM when ``handle_signals``) shuts down gracefully: listeners close, in-flight
+    store writes finish, the store closes.
+    """
+
+    def __init__(self, settings: Settings, *, handle_signals: bool = False) -> None:
+        self.settings = settings
+        self.handle_signals = handle_signals
+        self.broker: Broker | None = None
+        self.ctx: FrontEndContext | None = None
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self._cancel: trio.CancelScope | None = None
+        self.started_at = time.monotonic()
+
+    def ready_line(self) -> str:
+        parts = [f"{name}={host}:{port}" for name, (host, port) in self.addresses.items()]
+        return "READY " + " ".join(parts)
+
+    def stop(self) -> None:
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        s = self.settings
+        data_dir = s.data_dir
+        if data_dir is not None:
+            os.makedirs(data_dir, exist_ok=True)
+        st = s.section("storage")
+        store = open_store(
+            data_dir,
+            flush=str(st.get("flush", "async")),
+            flush_interval_ms=int(st.get("flush_interval_ms", 500)),
+            map_size_mb=int(st.get("map_size_mb", 4096)),
+            min_free_disk_mb=int(st.get("min_free_disk_mb", 64)),
+        ) if data_dir is not None else open_store(None)
+        await store.open()
+        try:
+            with trio.CancelScope() as cancel:
+                self._cancel = cancel
+                async with trio.open_nursery() as nursery:
+                    runtime = TrioRuntime(nursery)
+                    broker = Broker(store, runtime, broker_settings(s))
+                    self.broker = broker
+                    await broker.start()
+                    for service in broker.services:
+                        nursery.start_soon(service)
+                    ctx = FrontEndContext(broker=broker, settings=s)
+                    self.ctx = ctx
+                    for name, _ in FRONTENDS:
+                        if not s.enabled(name):
+                            continue
+                        fe = load_frontend(name)
+                        if fe is None:
+                            continue
+                        host, port = await nursery.start(fe.serve, ctx)
+                        ctx.addresses[name] = (host, port)
+                        self.addresses[name] = (display_host(host, s), port)
+                    ctx.ready = True
+                    if self.handle_signals:
+                        nursery.start_soon(self._signals, cancel)
+                    task_status.started(self)
+        finally:
+            with trio.CancelScope(shield=True):
+                await store.close()
+
+    async def _signals(self, cancel: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                cancel.cancel()
+                return

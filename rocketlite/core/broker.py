@@ -1,0 +1,529 @@
+"""The Broker service: the domain every front-end calls.
+
+Front-ends translate protocol verbs into these calls: ``send``, ``pull`` (with long polling),
+offsets, topic and group metadata, and the client registry. Time and waiting come from the
+injected :class:`~rocketlite.core.runtime.Runtime`; durable state goes through the
+:class:`~rocketlite.storage.base.Store`.
+
+Theory of operation
+-------------------
+* A topic has ``write_queues`` queues; a send without a queue id is spread round robin (or, for
+  a message group, hashed so one group always lands in one queue, which keeps FIFO order).
+* Consumers read by queue offset. ``pull`` with ``wait_ms`` parks until a write to that queue
+  sets the queue's wake-up event, or the wait ends; the event is set right after the store's
+  commit returns, so a woken puller always finds the message.
+* Consumer offsets live in the ``offset`` table (and a dict in front of it).
+* The client registry is memory only: clients re-register with every heartbeat.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Callable, Iterable
+
+from rocketlite.core.errors import BadRequest, MessageTooLarge, TopicNotFound
+from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
+from rocketlite.core.message import PROP_UNIQ_KEY, Message, SendResult, new_unique_id
+from rocketlite.core.runtime import Event, Runtime
+from rocketlite.storage.base import Store, WriteBatch
+
+TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_\-./:\$]{1,255}$")
+
+T_TOPIC = "topic"
+T_GROUP = "group"
+T_OFFSET = "offset"
+
+
+@dataclass(slots=True)
+class BrokerSettings:
+    broker_name: str = "rocketlite"
+    cluster_name: str = "DefaultCluster"
+    auto_create_topics: bool = True
+    auto_create_groups: bool = True
+    default_queue_count: int = 4
+    max_message_size: int = 4 * 1024 * 1024
+    client_expiry_ms: int = 120_000
+    retention_age_ms: int | None = 72 * 3600 * 1000
+    retention_bytes: int | None = None
+    retention_interval_ms: int = 60_000
+    max_reconsume_times: int = 16
+
+
+@dataclass(slots=True)
+class TopicConfig:
+    name: str
+    read_queues: int = 4
+    write_queues: int = 4
+    perm: int = 6  # RocketMQ PermName: 4 read, 2 write
+    message_type: str = "NORMAL"  # NORMAL, FIFO, DELAY, TRANSACTION, MIXED
+    order: bool = False
+    system: bool = False
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "TopicConfig":
+        return cls(**{k: v for k, v in rec.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(slots=True)
+class GroupConfig:
+    name: str
+    max_reconsume_times: int = 16
+    consume_orderly: bool = False
+    retry_queues: int = 1
+    attributes: dict[str, str] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "GroupConfig":
+        return cls(**{k: v for k, v in rec.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(slots=True)
+class ClientInfo:
+    """A consumer or producer that announced itself (heartbeat, telemetry, MQTT connect)."""
+
+    client_id: str
+    group: str
+    role: str = "consumer"  # consumer or producer
+    protocol: str = ""
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    consume_type: str = "PUSH"  # PUSH, PULL, POP, SIMPLE
+    message_model: str = "CLUSTERING"
+    orderly: bool = False
+    last_seen_ms: int = 0
+    # Opaque handle the front-end uses to reach the client (e.g. a connection) for
+    # broker-initiated requests: consumer-ids-changed, transaction check-back.
+    session: Any = None
+
+
+class PullStatus(Enum):
+    FOUND = "FOUND"
+    NO_NEW_MSG = "NO_NEW_MSG"
+    NO_MATCHED_MSG = "NO_MATCHED_MSG"
+    OFFSET_ILLEGAL = "OFFSET_ILLEGAL"
+
+
+@dataclass(slots=True)
+class PullResult:
+    status: PullStatus
+    messages: list[Message]
+    next_offset: int
+    min_offset: int
+    max_offset: int
+
+
+GroupListener = Callable[[str, str], None]  # (group, event) where event is "change"
+
+
+def offset_key(group: str, topic: str, queue_id: int) -> bytes:
+    return f"{group}\x00{topic}\x00{queue_id}".encode()
+
+
+def is_system_topic(name: str) -> bool:
+    return name.startswith(("rmq_sys_", "SCHEDULE_TOPIC", "RMQ_SYS_", "TBW102")) or name in (
+        "DefaultCluster",
+    )
+
+
+class Broker:
+    """The protocol-free broker. One per process; every front-end shares it."""
+
+    def __init__(self, store: Store, runtime: Runtime, settings: BrokerSettings | None = None) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.settings = settings or BrokerSettings()
+        self.topics: dict[str, TopicConfig] = {}
+        self.groups: dict[str, GroupConfig] = {}
+        self.clients: dict[str, dict[str, ClientInfo]] = {}  # group -> client id -> info
+        self.producers: dict[str, dict[str, ClientInfo]] = {}
+        self._offsets: dict[bytes, int] = {}
+        self._waiters: dict[tuple[str, int], Event] = {}
+        self._rr: dict[str, int] = {}
+        self._group_listeners: list[GroupListener] = []
+        self._started = False
+        # Hooks the feature modules (timers, transactions, POP, ...) install: each takes the
+        # message about to be stored and may return a replacement (e.g. a delayed message moved
+        # to the timer topic) plus extra table puts written in the same batch.
+        self.store_hooks: list[Callable[[Message], tuple[Message, list[tuple[str, bytes, Any]]]]] = []
+        # Called after every committed write with the stored messages (wake-ups, MQTT fan-out).
+        self.write_listeners: list[Callable[[list[Message]], None]] = []
+        # Background loops the app runs for the broker's lifetime.
+        self.services: list[Callable[[], Any]] = [self._expire_clients_loop, self._retention_loop]
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load metadata from the store."""
+        for _, rec in await self.store.scan(T_TOPIC):
+            tc = TopicConfig.from_record(rec)
+            self.topics[tc.name] = tc
+        for _, rec in await self.store.scan(T_GROUP):
+            gc = GroupConfig.from_record(rec)
+            self.groups[gc.name] = gc
+        for key, value in await self.store.scan(T_OFFSET):
+            self._offsets[key] = int(value)
+        self._started = True
+
+    async def reset(self) -> None:
+        """Empty everything: messages, offsets, metadata, clients (tests' reset)."""
+        await self.store.clear()
+        self.topics.clear()
+        self.groups.clear()
+        self.clients.clear()
+        self.producers.clear()
+        self._offsets.clear()
+        self._rr.clear()
+        for ev in self._waiters.values():
+            ev.set()
+        self._waiters.clear()
+
+    def now_ms(self) -> int:
+        return self.runtime.now_ms()
+
+    # -- topics --------------------------------------------------------------------------------
+    def validate_topic_name(self, name: str) -> None:
+        if not name or not TOPIC_NAME_RE.match(name):
+            raise BadRequest(f"invalid topic name {name!r}")
+
+    async def create_topic(
+        self,
+        name: str,
+        *,
+        queues: int | None = None,
+        read_queues: int | None = None,
+        write_queues: int | None = None,
+        perm: int = 6,
+        message_type: str | None = None,
+        order: bool = False,
+        attributes: dict[str, str] | None = None,
+    ) -> TopicConfig:
+        """Create or update a topic (queue counts can only be changed, data stays)."""
+        self.validate_topic_name(name)
+        n = queues if queues is not None else self.settings.default_queue_count
+        tc = self.topics.get(name) or TopicConfig(name)
+        tc.read_queues = read_queues if read_queues is not None else n
+        tc.write_queues = write_queues if write_queues is not None else n
+        if tc.read_queues < 1 or tc.write_queues < 1 or max(tc.read_queues, tc.write_queues) > 1024:
+            raise BadRequest("queue count must be between 1 and 1024")
+        tc.perm = perm
+        tc.order = order
+        if message_type:
+            tc.message_type = message_type
+        if attributes:
+            tc.attributes.update(attributes)
+        tc.system = is_system_topic(name)
+        self.topics[name] = tc
+        await self.store.write(WriteBatch(puts=[(T_TOPIC, name.encode(), tc.to_record())]))
+        return tc
+
+    async def delete_topic(self, name: str) -> bool:
+        tc = self.topics.pop(name, None)
+        if tc is None:
+            return False
+        await self.store.write(WriteBatch(deletes=[(T_TOPIC, name.encode())]))
+        return True
+
+    async def get_or_create_topic(self, name: str, *, queues: int | None = None) -> TopicConfig:
+        tc = self.topics.get(name)
+        if tc is not None:
+            return tc
+        if not self.settings.auto_create_topics and not is_system_topic(name) and not name.startswith("%"):
+            raise TopicNotFound(f"topic {name} does not exist")
+        return await self.create_topic(name, queues=queues)
+
+    def topic_queue_ids(self, name: str) -> list[int]:
+        tc = self.topics.get(name)
+        return list(range(tc.read_queues)) if tc else []
+
+    # -- groups --------------------------------------------------------------------------------
+    async def create_group(self, name: str, **fields: Any) -> GroupConfig:
+        gc = self.groups.get(name) or GroupConfig(name, max_reconsume_times=self.settings.max_reconsume_times)
+        for k, v in fields.items():
+            if v is not None and k in GroupConfig.__dataclass_fields__:
+                setattr(gc, k, v)
+        self.groups[name] = gc
+        await self.store.write(WriteBatch(puts=[(T_GROUP, name.encode(), gc.to_record())]))
+        return gc
+
+    async def get_or_create_group(self, name: str) -> GroupConfig:
+        gc = self.groups.get(name)
+        if gc is None:
+            gc = await self.create_group(name)
+        return gc
+
+    async def delete_group(self, name: str) -> bool:
+        gc = self.groups.pop(name, None)
+        drops = [(T_OFFSET, k) for k in list(self._offsets) if k.startswith(name.encode() + b"\x00")]
+        for _, k in drops:
+            del self._offsets[k]
+        await self.store.write(WriteBatch(deletes=[(T_GROUP, name.encode()), *drops]))
+        return gc is not None
+
+    # -- send ----------------------------------------------------------------------------------
+    def select_queue(self, tc: TopicConfig, msg: Message) -> int:
+        n = max(1, tc.write_queues)
+        if 0 <= msg.queue_id < n:
+            return msg.queue_id
+        group = msg.message_group
+        if group:
+            return zlib.crc32(group.encode()) % n
+        i = self._rr.get(tc.name, 0)
+        self._rr[tc.name] = i + 1
+        return i % n
+
+    async def send(self, msgs: list[Message]) -> list[SendResult]:
+        """Store messages (all or none), assigning queues, ids and timestamps."""
+        if not msgs:
+            return []
+        now = self.now_ms()
+        batch = WriteBatch()
+        originals: list[Message] = []
+        for msg in msgs:
+            if len(msg.body) > self.settings.max_message_size:
+                raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {self.settings.max_message_size}")
+            self.validate_topic_name(msg.topic)
+            tc = await self.get_or_create_topic(msg.topic)
+            if not tc.perm & 2:
+                raise BadRequest(f"topic {msg.topic} is not writable")
+            msg.queue_id = self.select_queue(tc, msg)
+            if not msg.born_timestamp:
+                msg.born_timestamp = now
+            msg.store_timestamp = now
+            if not msg.properties.get(PROP_UNIQ_KEY):
+                msg.properties[PROP_UNIQ_KEY] = new_unique_id(now)
+            stored = msg
+            for hook in self.store_hooks:
+                stored, puts = hook(stored)
+                batch.puts.extend(puts)
+            originals.append(msg)
+            batch.messages.append(stored)
+        await self.write(batch)
+        results = []
+        for orig, stored in zip(originals, batch.messages):
+            results.append(
+                SendResult(
+                    topic=orig.topic,
+                    queue_id=orig.queue_id,
+                    queue_offset=stored.queue_offset,
+                    commit_offset=stored.commit_offset,
+                    unique_id=orig.unique_id,
+                )
+            )
+        return results
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit a batch through the store, then wake pullers and tell listeners."""
+        await self.store.write(batch)
+        if batch.messages:
+            self._after_write(batch.messages)
+
+    def _after_write(self, msgs: list[Message]) -> None:
+        for msg in msgs:
+            ev = self._waiters.pop((msg.topic, msg.queue_id), None)
+            if ev is not None:
+                ev.set()
+        for listener in self.write_listeners:
+            listener(msgs)
+
+    def queue_event(self, topic: str, queue_id: int) -> Event:
+        """The event set by the next write to this queue (for long polls)."""
+        key = (topic, queue_id)
+        ev = self._waiters.get(key)
+        if ev is None:
+            ev = self._waiters[key] = self.runtime.event()
+        return ev
+
+    # -- pull ----------------------------------------------------------------------------------
+    def min_offset(self, topic: str, queue_id: int) -> int:
+        return self.store.min_offset(topic, queue_id)
+
+    def max_offset(self, topic: str, queue_id: int) -> int:
+        return self.store.max_offset(topic, queue_id)
+
+    async def pull(
+        self,
+        topic: str,
+        queue_id: int,
+        offset: int,
+        max_count: int = 32,
+        *,
+        filter: Filter = MATCH_ALL,
+        wait_ms: float = 0,
+        scan_limit: int = 2048,
+    ) -> PullResult:
+        """Read up to ``max_count`` matching messages from ``offset``.
+
+        With ``wait_ms`` > 0 and nothing to return, park until a message lands in the queue or
+        the wait ends (long polling). Offsets below the minimum start at the minimum; offsets
+        beyond the maximum give ``OFFSET_ILLEGAL`` with ``next_offset`` = max.
+        """
+        deadline = self.now_ms() + wait_ms
+        max_count = max(1, max_count)
+        while True:
+            lo = self.store.min_offset(topic, queue_id)
+            hi = self.store.max_offset(topic, queue_id)
+            if offset > hi:
+                return PullResult(PullStatus.OFFSET_ILLEGAL, [], hi, lo, hi)
+            start = max(offset, lo)
+            found: list[Message] = []
+            next_offset = start
+            if start < hi:
+                entries = await self.store.read_index(topic, queue_id, start, min(scan_limit, max(max_count, 32)))
+                wanted = []
+                for e in entries:
+                    if len(wanted) >= max_count:
+                        break
+                    next_offset = e.queue_offset + 1
+                    if filter is MATCH_ALL or filter.match_index(e.tag_hash):
+                        wanted.append(e.commit_offset)
+                if wanted:
+                    for m in await self.store.read_messages(wanted):
+                        if m is not None and (filter is MATCH_ALL or filter.match(m)):
+                            found.append(m)
+                if found:
+                    return PullResult(PullStatus.FOUND, found, next_offset, lo, hi)
+            remaining = deadline - self.now_ms()
+            if next_offset < hi or remaining <= 0:
+                status = PullStatus.NO_MATCHED_MSG if next_offset > start else PullStatus.NO_NEW_MSG
+                return PullResult(status, [], next_offset, lo, hi)
+            offset = next_offset
+            ev = self.queue_event(topic, queue_id)
+            if self.store.max_offset(topic, queue_id) > offset:
+                continue
+            if not await self.runtime.wait(ev, remaining):
+                hi = self.store.max_offset(topic, queue_id)
+                if hi <= offset:
+                    status = PullStatus.NO_MATCHED_MSG if offset > start else PullStatus.NO_NEW_MSG
+                    return PullResult(status, [], offset, self.store.min_offset(topic, queue_id), hi)
+
+    async def get_message(self, commit_offset: int) -> Message | None:
+        (m,) = await self.store.read_messages([commit_offset])
+        return m
+
+    async def query_by_key(self, topic: str, key: str, max_count: int = 64) -> list[Message]:
+        offs = await self.store.lookup_key(key, max_count * 4)
+        msgs = await self.store.read_messages(offs)
+        out = [m for m in msgs if m is not None and (not topic or m.topic == topic)]
+        return out[-max_count:]
+
+    async def query_by_id(self, unique_id: str) -> Message | None:
+        for m in await self.query_by_key("", unique_id, 8):
+            if m.unique_id == unique_id:
+                return m
+        return None
+
+    async def search_offset(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
+        return await self.store.offset_for_timestamp(topic, queue_id, timestamp_ms)
+
+    # -- consumer offsets ----------------------------------------------------------------------
+    async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        key = offset_key(group, topic, queue_id)
+        if self._offsets.get(key) == offset:
+            return
+        self._offsets[key] = offset
+        await self.store.write(WriteBatch(puts=[(T_OFFSET, key, offset)]))
+
+    def query_offset(self, group: str, topic: str, queue_id: int) -> int | None:
+        return self._offsets.get(offset_key(group, topic, queue_id))
+
+    def group_offsets(self, group: str) -> dict[tuple[str, int], int]:
+        prefix = group.encode() + b"\x00"
+        out = {}
+        for k, v in self._offsets.items():
+            if k.startswith(prefix):
+                _, topic, qid = k.decode().split("\x00")
+                out[(topic, int(qid))] = v
+        return out
+
+    def groups_consuming(self, topic: str) -> set[str]:
+        out = {g for g, cs in self.clients.items() for c in cs.values() if topic in c.subscriptions}
+        for k in self._offsets:
+            g, t, _ = k.decode().split("\x00")
+            if t == topic:
+                out.add(g)
+        return out
+
+    # -- client registry -----------------------------------------------------------------------
+    def add_group_listener(self, fn: GroupListener) -> None:
+        self._group_listeners.append(fn)
+
+    def _notify_group(self, group: str) -> None:
+        for fn in list(self._group_listeners):
+            fn(group, "change")
+
+    def register_consumer(self, info: ClientInfo) -> bool:
+        """Add or refresh a consumer; returns True when the group's membership or subscriptions changed."""
+        info.last_seen_ms = self.now_ms()
+        members = self.clients.setdefault(info.group, {})
+        old = members.get(info.client_id)
+        members[info.client_id] = info
+        changed = old is None or {k: v.expression for k, v in old.subscriptions.items()} != {
+            k: v.expression for k, v in info.subscriptions.items()
+        }
+        if changed:
+            self._notify_group(info.group)
+        return changed
+
+    def register_producer(self, info: ClientInfo) -> None:
+        info.role = "producer"
+        info.last_seen_ms = self.now_ms()
+        self.producers.setdefault(info.group, {})[info.client_id] = info
+
+    def unregister_client(self, client_id: str, *, group: str | None = None) -> None:
+        for registry, notify in ((self.clients, True), (self.producers, False)):
+            for g in [group] if group else list(registry):
+                members = registry.get(g or "")
+                if members and members.pop(client_id, None) is not None:
+                    if not members:
+                        del registry[g or ""]
+                    if notify:
+                        self._notify_group(g or "")
+
+    def consumers_of(self, group: str) -> list[ClientInfo]:
+        return sorted(self.clients.get(group, {}).values(), key=lambda c: c.client_id)
+
+    def producers_of(self, group: str) -> list[ClientInfo]:
+        return list(self.producers.get(group, {}).values())
+
+    def subscription_of(self, group: str, topic: str) -> Subscription | None:
+        for c in self.clients.get(group, {}).values():
+            sub = c.subscriptions.get(topic)
+            if sub is not None:
+                return sub
+        return None
+
+    def expire_clients(self) -> None:
+        limit = self.now_ms() - self.settings.client_expiry_ms
+        for registry, notify in ((self.clients, True), (self.producers, False)):
+            for group in list(registry):
+                members = registry[group]
+                stale = [cid for cid, c in members.items() if c.last_seen_ms < limit]
+                for cid in stale:
+                    del members[cid]
+                if not members:
+                    del registry[group]
+                if stale and notify:
+                    self._notify_group(group)
+
+    async def _expire_clients_loop(self) -> None:
+        while True:
+            await self.runtime.sleep_ms(10_000)
+            self.expire_clients()
+
+    async def _retention_loop(self) -> None:
+        s = self.settings
+        while True:
+            await self.runtime.sleep_ms(s.retention_interval_ms)
+            if s.retention_age_ms is not None or s.retention_bytes is not None:
+                await self.store.retain(max_age_ms=s.retention_age_ms, max_bytes=s.retention_bytes, now_ms=self.now_ms())
+
+    def topic_names(self) -> Iterable[str]:
+        return sorted(self.topics)
