@@ -55,13 +55,18 @@ def tag_hash(tags: str | None) -> int:
 
 
 _PID = os.getpid() & 0xFFFF
+_SALT = int.from_bytes(os.urandom(2), "big")
 _COUNTER = [0]
 
 
 def new_unique_id(now_ms: int) -> str:
-    """A 32-hex-digit message id in the spirit of RocketMQ's UNIQ_KEY (host-ish prefix, time, counter)."""
+    """A 32-hex-digit message id in the spirit of RocketMQ's UNIQ_KEY.
+
+    16 bytes: host (4), pid (2), a random salt per process (2), milliseconds (4, wrapping),
+    a per-process counter (4).
+    """
     _COUNTER[0] = (_COUNTER[0] + 1) & 0xFFFFFFFF
-    raw = struct.pack(">4sHQI", b"\x7f\x00\x00\x01", _PID, now_ms, _COUNTER[0])[:16]
+    raw = struct.pack(">4sHHII", b"\x7f\x00\x00\x01", _PID, _SALT, now_ms & 0xFFFFFFFF, _COUNTER[0])
     return raw.hex().upper()
 
 

@@ -1,0 +1,129 @@
+"""The core Broker on the memory store: send, pull, long poll, offsets, registry."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from rocketlite.core.broker import Broker, BrokerSettings, ClientInfo, PullStatus
+from rocketlite.core.errors import BadRequest, TopicNotFound
+from rocketlite.core.filters import Subscription, TagFilter
+from rocketlite.core.message import Message
+from rocketlite.runtime import TrioRuntime
+from rocketlite.storage.memory import MemoryStore
+
+
+async def make_broker(**settings: object) -> Broker:
+    broker = Broker(MemoryStore(), TrioRuntime(), BrokerSettings(**settings))  # type: ignore[arg-type]
+    await broker.start()
+    return broker
+
+
+async def test_send_auto_creates_topic_and_spreads_round_robin() -> None:
+    b = await make_broker()
+    results = await b.send([Message("orders", b"x%d" % i) for i in range(8)])
+    assert b.topics["orders"].write_queues == 4
+    assert [r.queue_id for r in results] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert [r.queue_offset for r in results] == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert len({r.unique_id for r in results}) == 8
+
+
+async def test_message_group_always_lands_in_one_queue() -> None:
+    b = await make_broker()
+    msgs = [Message("fifo", b"%d" % i, properties={"__SHARDINGKEY": "g1"}) for i in range(10)]
+    assert len({r.queue_id for r in await b.send(msgs)}) == 1
+
+
+async def test_auto_create_off_refuses_unknown_topic() -> None:
+    b = await make_broker(auto_create_topics=False)
+    with pytest.raises(TopicNotFound):
+        await b.send([Message("nope", b"x")])
+    await b.create_topic("yes", queues=2)
+    assert (await b.send([Message("yes", b"x")]))[0].queue_id in (0, 1)
+
+
+async def test_invalid_topic_name_is_a_bad_request() -> None:
+    b = await make_broker()
+    with pytest.raises(BadRequest):
+        await b.send([Message("bad topic!", b"x")])
+
+
+async def test_pull_reads_by_offset_and_filters_by_tag() -> None:
+    b = await make_broker()
+    await b.create_topic("t", queues=1)
+    await b.send([Message("t", b"%d" % i, tags="A" if i % 2 else "B") for i in range(10)])
+    r = await b.pull("t", 0, 0, 4)
+    assert r.status is PullStatus.FOUND and [m.body for m in r.messages] == [b"0", b"1", b"2", b"3"]
+    assert r.next_offset == 4 and r.max_offset == 10
+    r = await b.pull("t", 0, 0, 32, filter=TagFilter.parse("A"))
+    assert [m.body for m in r.messages] == [b"1", b"3", b"5", b"7", b"9"]
+    assert r.next_offset == 10
+    r = await b.pull("t", 0, 10, 32)
+    assert r.status is PullStatus.NO_NEW_MSG
+    r = await b.pull("t", 0, 11, 32)
+    assert r.status is PullStatus.OFFSET_ILLEGAL and r.next_offset == 10
+
+
+async def test_long_poll_wakes_the_moment_a_message_lands(autojump_clock: trio.abc.Clock) -> None:
+    b = await make_broker()
+    await b.create_topic("lp", queues=1)
+    got = []
+
+    async def consumer() -> None:
+        t0 = trio.current_time()
+        r = await b.pull("lp", 0, 0, 32, wait_ms=30_000)
+        got.append((r.status, [m.body for m in r.messages], trio.current_time() - t0))
+
+    async with trio.open_nursery() as n:
+        n.start_soon(consumer)
+        await trio.sleep(5)  # mock clock: the consumer is parked
+        assert not got
+        await b.send([Message("lp", b"hello", queue_id=0)])
+    status, bodies, waited = got[0]
+    assert status is PullStatus.FOUND and bodies == [b"hello"]
+    assert 5 <= waited < 5.01
+
+
+async def test_long_poll_times_out_with_no_new_message(autojump_clock: trio.abc.Clock) -> None:
+    b = await make_broker()
+    t0 = trio.current_time()
+    r = await b.pull("empty", 0, 0, 32, wait_ms=15_000)
+    assert r.status is PullStatus.NO_NEW_MSG
+    assert trio.current_time() - t0 == pytest.approx(15, abs=0.01)
+
+
+async def test_consumer_offsets_survive_a_new_broker_on_the_same_store() -> None:
+    store = MemoryStore()
+    b = Broker(store, TrioRuntime())
+    await b.start()
+    await b.commit_offset("g", "t", 1, 42)
+    assert b.query_offset("g", "t", 1) == 42
+    b2 = Broker(store, TrioRuntime())
+    await b2.start()
+    assert b2.query_offset("g", "t", 1) == 42
+    assert b2.group_offsets("g") == {("t", 1): 42}
+    assert b2.query_offset("g", "t", 2) is None
+
+
+async def test_registry_notifies_on_membership_change_and_expires(autojump_clock: trio.abc.Clock) -> None:
+    b = await make_broker(client_expiry_ms=1000)
+    events = []
+    b.add_group_listener(lambda g, e: events.append(g))
+    subs = {"t": Subscription.make("t", "*")}
+    assert b.register_consumer(ClientInfo("c1", "g", subscriptions=subs))
+    assert not b.register_consumer(ClientInfo("c1", "g", subscriptions=dict(subs)))
+    assert b.register_consumer(ClientInfo("c2", "g", subscriptions=dict(subs)))
+    assert [c.client_id for c in b.consumers_of("g")] == ["c1", "c2"]
+    await trio.sleep(2)
+    b.register_consumer(ClientInfo("c2", "g", subscriptions=dict(subs)))
+    b.expire_clients()
+    assert [c.client_id for c in b.consumers_of("g")] == ["c2"]
+    assert events == ["g", "g", "g"]
+
+
+async def test_query_by_key_and_unique_id() -> None:
+    b = await make_broker()
+    r = await b.send([Message("k", b"a", keys="order-1 order-2"), Message("k", b"b", keys="order-2")])
+    assert [m.body for m in await b.query_by_key("k", "order-2")] == [b"a", b"b"]
+    m = await b.query_by_id(r[1].unique_id)
+    assert m is not None and m.body == b"b"
