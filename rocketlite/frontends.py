@@ -26,6 +26,7 @@ FRONTENDS: list[tuple[str, str]] = [
     ("remoting", "rocketlite.protocols.remoting.server:RemotingFrontEnd"),
     ("grpc", "rocketlite.protocols.grpc.server:GrpcFrontEnd"),
     ("mqtt", "rocketlite.protocols.mqtt.server:MqttFrontEnd"),
+    ("testing", "rocketlite.testing.control:ControlFrontEnd"),
     ("http", "rocketlite.protocols.http.server:HttpFrontEnd"),
 ]
 
