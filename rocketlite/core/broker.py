@@ -14,6 +14,11 @@ Theory of operation
   commit returns, so a woken puller always finds the message.
 * Consumer offsets live in the ``offset`` table (and a dict in front of it).
 * The client registry is memory only: clients re-register with every heartbeat.
+* Feature modules hang off the broker and are reached through its methods:
+  ``timers`` (delay levels, deliver times, recall: rocketlite/core/timers.py),
+  ``transactions`` (half messages, end/check-back: transactions.py), retry/DLQ (retry.py),
+  ``pops`` (POP with receipt handles and FIFO groups: pop.py), ``locks`` (orderly queue locks:
+  locks.py). Each module's docstring documents its API; docs/core.md summarises all of it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,12 @@ from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
 from rocketlite.core.message import PROP_UNIQ_KEY, Message, SendResult, new_unique_id
 from rocketlite.core.runtime import Event, Runtime
 from rocketlite.storage.base import Store, WriteBatch
+
+from rocketlite.core import retry as _retry
+from rocketlite.core.locks import QueueLocks
+from rocketlite.core.pop import Pops
+from rocketlite.core.timers import TIMER_TOPIC, Timers, deliver_time
+from rocketlite.core.transactions import HALF_TOPIC, TransactionChecker, Transactions, is_prepared
 
 TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_\-./:\$]{1,255}$")
 
@@ -50,6 +61,16 @@ class BrokerSettings:
     retention_bytes: int | None = None
     retention_interval_ms: int = 60_000
     max_reconsume_times: int = 16
+    # Timers: reject deliver times further than this ahead (None: no limit).
+    timer_max_delay_ms: int | None = None
+    # Transactions (RocketMQ transactionTimeOut / transactionCheckInterval / transactionCheckMax).
+    transaction_timeout_ms: int = 6_000
+    transaction_check_interval_ms: int = 30_000
+    transaction_check_max: int = 15
+    # Orderly consumers' queue locks (rocketmq.broker.rebalance.lockMaxLiveTime).
+    lock_max_live_ms: int = 60_000
+    # POP: at most this many tracked (in flight, expired, FIFO-waiting) messages per group and topic.
+    pop_max_entries: int = 10_000
 
 
 @dataclass(slots=True)
@@ -158,6 +179,11 @@ class Broker:
         self.write_listeners: list[Callable[[list[Message]], None]] = []
         # Background loops the app runs for the broker's lifetime.
         self.services: list[Callable[[], Any]] = [self._expire_clients_loop, self._retention_loop]
+        self.timers = Timers(self)
+        self.transactions = Transactions(self)
+        self.pops = Pops(self)
+        self.locks = QueueLocks(self)
+        self.services += [self.timers.run, self.transactions.run, self.pops.run]
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -170,6 +196,9 @@ class Broker:
             self.groups[gc.name] = gc
         for key, value in await self.store.scan(T_OFFSET):
             self._offsets[key] = int(value)
+        await self.timers.load()
+        await self.transactions.load()
+        await self.pops.load()
         self._started = True
 
     async def reset(self) -> None:
@@ -184,6 +213,10 @@ class Broker:
         for ev in self._waiters.values():
             ev.set()
         self._waiters.clear()
+        self.timers.clear()
+        self.transactions.clear()
+        self.pops.clear()
+        self.locks.clear()
 
     def now_ms(self) -> int:
         return self.runtime.now_ms()
@@ -280,17 +313,39 @@ class Broker:
         return i % n
 
     async def send(self, msgs: list[Message]) -> list[SendResult]:
-        """Store messages (all or none), assigning queues, ids and timestamps."""
+        """Store messages (all or none), assigning queues, ids and timestamps.
+
+        Delay properties route a message through the timer topic, a prepared transaction flag
+        makes it a half message (see timers.py, transactions.py); everything in one batch.
+        """
+        return await self._store_batch(msgs)
+
+    async def _store_batch(
+        self,
+        msgs: list[Message],
+        batch: WriteBatch | None = None,
+        *,
+        route: bool = True,
+        deliver_at: int | None = None,
+    ) -> list[SendResult]:
+        """The one write path for new messages: validate, route (half/timer/normal), commit.
+
+        ``batch`` may carry extra table changes that must commit atomically with the messages;
+        ``route=False`` ignores delay/transaction properties; ``deliver_at`` forces a timer.
+        """
         if not msgs:
             return []
         now = self.now_ms()
-        batch = WriteBatch()
+        batch = batch or WriteBatch()
+        first = len(batch.messages)
         originals: list[Message] = []
+        after: list[Callable[[], None]] = []
+        meta: list[tuple[str, str]] = []
         for msg in msgs:
             if len(msg.body) > self.settings.max_message_size:
                 raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {self.settings.max_message_size}")
             self.validate_topic_name(msg.topic)
-            tc = await self.get_or_create_topic(msg.topic)
+            tc = await self.get_or_create_topic(msg.topic, queues=1 if msg.topic.startswith("%") else None)
             if not tc.perm & 2:
                 raise BadRequest(f"topic {msg.topic} is not writable")
             msg.queue_id = self.select_queue(tc, msg)
@@ -300,14 +355,33 @@ class Broker:
             if not msg.properties.get(PROP_UNIQ_KEY):
                 msg.properties[PROP_UNIQ_KEY] = new_unique_id(now)
             stored = msg
+            txn_id = ""
+            recall = ""
+            at = deliver_at if deliver_at is not None else (deliver_time(msg, now) if route else None)
+            if route and is_prepared(msg):
+                stored, puts, half = self.transactions.prepare(msg)
+                batch.puts.extend(puts)
+                txn_id = half.txn_id
+                after.append(lambda h=half, m=stored: self.transactions.committed(h, m))
+            elif at is not None and at > now:
+                limit = self.settings.timer_max_delay_ms
+                if limit is not None and at - now > limit:
+                    raise BadRequest(f"deliver time is more than {limit} ms ahead")
+                stored, puts, entry = self.timers.prepare(msg, at)
+                batch.puts.extend(puts)
+                recall = entry.tid
+                after.append(lambda e=entry, m=stored: self.timers.committed(e, m))
             for hook in self.store_hooks:
                 stored, puts = hook(stored)
                 batch.puts.extend(puts)
             originals.append(msg)
             batch.messages.append(stored)
+            meta.append((txn_id, recall))
         await self.write(batch)
+        for fn in after:
+            fn()
         results = []
-        for orig, stored in zip(originals, batch.messages):
+        for orig, stored, (txn_id, recall) in zip(originals, batch.messages[first:], meta):
             results.append(
                 SendResult(
                     topic=orig.topic,
@@ -315,6 +389,8 @@ class Broker:
                     queue_offset=stored.queue_offset,
                     commit_offset=stored.commit_offset,
                     unique_id=orig.unique_id,
+                    transaction_id=txn_id,
+                    recall_handle=recall,
                 )
             )
         return results
@@ -415,13 +491,103 @@ class Broker:
         return out[-max_count:]
 
     async def query_by_id(self, unique_id: str) -> Message | None:
-        for m in await self.query_by_key("", unique_id, 8):
-            if m.unique_id == unique_id:
+        """The newest copy of a message with this unique id in a consumer-visible topic
+        (re-appended by a timer, a commit or a retry), else a pending internal copy."""
+        found = [m for m in await self.query_by_key("", unique_id, 16) if m.unique_id == unique_id]
+        for m in reversed(found):
+            if m.topic not in (TIMER_TOPIC, HALF_TOPIC):
                 return m
-        return None
+        return found[-1] if found else None
 
     async def search_offset(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
         return await self.store.offset_for_timestamp(topic, queue_id, timestamp_ms)
+
+    # -- timers, transactions, retry (see timers.py, transactions.py, retry.py) --------------
+    async def recall(self, handle: str) -> bool:
+        """Cancel a pending delayed message by its ``SendResult.recall_handle`` or unique id."""
+        return await self.timers.recall(handle)
+
+    async def end_transaction(
+        self,
+        producer_group: str,
+        *,
+        transaction_id: str = "",
+        unique_id: str = "",
+        commit_offset: int = -1,
+        action: str = "commit",
+        from_check: bool = False,
+    ) -> SendResult | None:
+        """Resolve a half message: ``action`` is "commit", "rollback" or "unknown" (also the
+        remoting values "8", "12", "0"). Raises NotFound when nothing pending matches."""
+        return await self.transactions.end(
+            producer_group,
+            transaction_id=transaction_id,
+            unique_id=unique_id,
+            commit_offset=commit_offset,
+            action=action,
+            from_check=from_check,
+        )
+
+    def add_transaction_checker(self, protocol: str, fn: TransactionChecker) -> None:
+        """Register ``async fn(client, half_msg, transaction_id)`` for producers of ``protocol``."""
+        self.transactions.add_checker(protocol, fn)
+
+    async def send_back(
+        self,
+        group: str,
+        msg_or_commit_offset: Message | int,
+        delay_level: int = 0,
+        max_reconsume_times: int | None = None,
+        origin_topic: str = "",
+        origin_msg_id: str = "",
+    ) -> SendResult:
+        """Consumer send-back: to ``%RETRY%<group>`` after a backoff, or to ``%DLQ%<group>``."""
+        return await _retry.send_back(
+            self, group, msg_or_commit_offset, delay_level, max_reconsume_times, origin_topic, origin_msg_id
+        )
+
+    async def forward_to_dlq(self, group: str, msg: Message) -> SendResult:
+        return await _retry.forward_to_dlq(self, group, msg)
+
+    # -- POP (see pop.py) ----------------------------------------------------------------------
+    async def pop(
+        self,
+        group: str,
+        topic: str,
+        max_count: int,
+        invisible_ms: int,
+        *,
+        queue_id: int | None = None,
+        filter: Filter = MATCH_ALL,
+        wait_ms: float = 0,
+        fifo: bool = False,
+        client_id: str = "",
+        init_mode: str = "first",
+    ) -> list[tuple[Message, str]]:
+        """Hand out up to ``max_count`` messages, each invisible for ``invisible_ms``: (message, receipt handle)."""
+        return await self.pops.pop(
+            group, topic, max_count, invisible_ms, queue_id=queue_id, filter=filter, wait_ms=wait_ms, fifo=fifo,
+            client_id=client_id, init_mode=init_mode,
+        )
+
+    async def ack(self, group: str, topic: str, receipt_handle: str) -> None:
+        """Acknowledge a popped message; InvalidReceipt for unknown/superseded handles."""
+        await self.pops.ack(group, topic, receipt_handle)
+
+    async def change_invisible(self, group: str, topic: str, receipt_handle: str, invisible_ms: int) -> str:
+        """Make a popped message invisible for ``invisible_ms`` from now; returns the new handle."""
+        return await self.pops.change_invisible(group, topic, receipt_handle, invisible_ms)
+
+    async def pop_to_dlq(self, group: str, topic: str, receipt_handle: str) -> SendResult:
+        """Move a popped message to ``%DLQ%<group>`` and consider it acknowledged."""
+        return await self.pops.to_dlq(group, topic, receipt_handle)
+
+    # -- orderly queue locks (see locks.py) ----------------------------------------------------
+    def lock_queues(self, group: str, client_id: str, queues: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        return self.locks.lock(group, client_id, queues)
+
+    def unlock_queues(self, group: str, client_id: str, queues: Iterable[tuple[str, int]]) -> None:
+        self.locks.unlock(group, client_id, queues)
 
     # -- consumer offsets ----------------------------------------------------------------------
     async def commit_offset(self, group: str, topic: str, queue_id: int, offset: int) -> None:

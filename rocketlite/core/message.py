@@ -123,3 +123,4 @@ class SendResult:
     commit_offset: int
     unique_id: str
     transaction_id: str = ""
+    recall_handle: str = ""  # delayed messages: cancel with Broker.recall(recall_handle)

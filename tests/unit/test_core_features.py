@@ -1,0 +1,385 @@
+"""Timers, transactions, retry/DLQ, POP, FIFO, locks on the MemoryStore under MockClock."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import pytest
+import trio
+
+from rocketlite.core.broker import Broker, BrokerSettings, ClientInfo
+from rocketlite.core.errors import InvalidReceipt, NotFound
+from rocketlite.core.message import (
+    PROP_DELAY_LEVEL,
+    PROP_DELIVER_TIME_MS,
+    PROP_MESSAGE_GROUP,
+    PROP_PRODUCER_GROUP,
+    SYSFLAG_TRANSACTION_PREPARED,
+    Message,
+)
+from rocketlite.core.timers import DELAY_LEVELS_MS, delay_level_ms
+from rocketlite.runtime import TrioRuntime
+from rocketlite.storage.memory import MemoryStore
+
+
+@asynccontextmanager
+async def running(
+    store: MemoryStore | None = None, runtime: TrioRuntime | None = None, **settings: object
+) -> AsyncIterator[Broker]:
+    """A broker with its services; pass the same store and runtime to "restart" it (the
+    runtime keeps the wall-clock offset, which a MockClock jump would otherwise skew)."""
+    store = store or MemoryStore()
+    async with trio.open_nursery() as nursery:
+        rt = runtime or TrioRuntime()
+        rt.attach(nursery)
+        broker = Broker(store, rt, BrokerSettings(**settings))  # type: ignore[arg-type]
+        await broker.start()
+        for service in broker.services:
+            nursery.start_soon(service)
+        yield broker
+        nursery.cancel_scope.cancel()
+
+
+async def drain(broker: Broker, topic: str) -> list[Message]:
+    out = []
+    for q in broker.topic_queue_ids(topic):
+        r = await broker.pull(topic, q, 0, 100)
+        out += r.messages
+    return out
+
+
+# -- timers --------------------------------------------------------------------------------------
+def test_delay_levels() -> None:
+    assert len(DELAY_LEVELS_MS) == 18
+    assert delay_level_ms(1) == 1000
+    assert delay_level_ms(3) == 10_000
+    assert delay_level_ms(17) == 3_600_000
+    assert delay_level_ms(18) == 7_200_000
+    assert delay_level_ms(99) == 7_200_000
+
+
+async def test_one_hour_delay(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        t0 = b.now_ms()
+        (r,) = await b.send([Message("T", b"x", properties={PROP_DELIVER_TIME_MS: str(t0 + 3_600_000)})])
+        assert r.recall_handle
+        await b.send([Message("T", b"now")])
+        assert [m.body for m in await drain(b, "T")] == [b"now"]
+        await trio.sleep(3599)
+        assert len(await drain(b, "T")) == 1
+        await trio.sleep(2)
+        msgs = await drain(b, "T")
+        assert sorted(m.body for m in msgs) == [b"now", b"x"]
+        late = [m for m in msgs if m.body == b"x"][0]
+        assert late.store_timestamp >= t0 + 3_600_000
+        assert late.unique_id == r.unique_id
+        assert (await b.query_by_id(r.unique_id)).topic == "T"
+
+
+async def test_delay_level_wakes_earlier_timer(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", b"late", properties={PROP_DELAY_LEVEL: "18"})])
+        await trio.sleep(1)
+        t = b.now_ms()
+        await b.send([Message("T", b"soon", properties={PROP_DELAY_LEVEL: "1"})])
+        await trio.sleep(1.5)
+        msgs = await drain(b, "T")
+        assert [m.body for m in msgs] == [b"soon"]
+        assert msgs[0].store_timestamp - t >= 1000
+        assert msgs[0].store_timestamp - t < 1100
+
+
+async def test_timer_survives_restart(autojump_clock: trio.testing.MockClock) -> None:
+    store, rt = MemoryStore(), TrioRuntime()
+    async with running(store, rt) as b:
+        await b.send([Message("T", b"x", keys="k1", properties={PROP_DELAY_LEVEL: "4"})])  # 30 s
+        await trio.sleep(10)
+    async with running(store, rt) as b2:
+        assert len(b2.timers) == 1
+        await trio.sleep(25)
+        msgs = await drain(b2, "T")
+        assert [m.body for m in msgs] == [b"x"]
+        assert msgs[0].keys == "k1"
+        assert len(b2.timers) == 0
+
+
+async def test_recall(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        (r,) = await b.send([Message("T", b"x", properties={PROP_DELAY_LEVEL: "2"})])
+        (r2,) = await b.send([Message("T", b"y", properties={PROP_DELAY_LEVEL: "2"})])
+        assert await b.recall(r.recall_handle)
+        assert not await b.recall(r.recall_handle)
+        assert await b.recall(r2.unique_id)
+        await trio.sleep(10)
+        assert await drain(b, "T") == []
+
+
+# -- transactions --------------------------------------------------------------------------------
+def half(topic: str = "T", body: bytes = b"tx", group: str = "PG") -> Message:
+    return Message(topic, body, sys_flag=SYSFLAG_TRANSACTION_PREPARED, properties={PROP_PRODUCER_GROUP: group})
+
+
+async def test_transaction_commit_and_rollback(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        (r1,) = await b.send([half(body=b"a")])
+        (r2,) = await b.send([half(body=b"b")])
+        assert r1.transaction_id and r1.topic == "T"
+        assert await drain(b, "T") == []
+        res = await b.end_transaction("PG", transaction_id=r1.transaction_id, action="commit")
+        assert res is not None and res.topic == "T"
+        await b.end_transaction("PG", unique_id=r2.unique_id, commit_offset=r2.commit_offset, action="rollback")
+        msgs = await drain(b, "T")
+        assert [m.body for m in msgs] == [b"a"]
+        assert msgs[0].unique_id == r1.unique_id
+        with pytest.raises(NotFound):
+            await b.end_transaction("PG", transaction_id=r1.transaction_id, action="commit")
+        assert len(b.transactions) == 0
+
+
+async def test_transaction_check_back_then_commit(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        calls: list[tuple[str, str, int]] = []
+
+        async def checker(client: ClientInfo, msg: Message, txn: str) -> None:
+            calls.append((client.client_id, msg.topic, b.now_ms()))
+            await b.end_transaction(msg.properties[PROP_PRODUCER_GROUP], transaction_id=txn, action="commit",
+                                    from_check=True)
+
+        b.add_transaction_checker("test", checker)
+        b.register_producer(ClientInfo("p1", "PG", protocol="test"))
+        t0 = b.now_ms()
+        (r,) = await b.send([half()])
+        assert await b.end_transaction("PG", transaction_id=r.transaction_id, action="unknown") is None
+        await trio.sleep(5)
+        assert calls == []
+        await trio.sleep(2)
+        assert len(calls) == 1 and calls[0][:2] == ("p1", "T")
+        assert 6000 <= calls[0][2] - t0 < 6100
+        assert [m.body for m in await drain(b, "T")] == [b"tx"]
+
+
+async def test_transaction_gives_up_after_max_checks(autojump_clock: trio.testing.MockClock) -> None:
+    async with running(transaction_check_interval_ms=1000, transaction_check_max=3) as b:
+        calls = []
+
+        async def checker(client: ClientInfo, msg: Message, txn: str) -> None:
+            calls.append(txn)
+
+        b.add_transaction_checker("test", checker)
+        b.register_producer(ClientInfo("p1", "PG", protocol="test"))
+        await b.send([half()])
+        await trio.sleep(60)
+        assert len(calls) == 3
+        assert len(b.transactions) == 0
+        assert await drain(b, "T") == []
+
+
+# -- retry / DLQ ---------------------------------------------------------------------------------
+async def test_send_back_retry_then_dlq(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.create_group("G", max_reconsume_times=2)
+        (r,) = await b.send([Message("T", b"x")])
+        off = r.commit_offset
+        for attempt in range(2):
+            t = b.now_ms()
+            res = await b.send_back("G", off)
+            assert res.topic == "%RETRY%G"
+            await trio.sleep(3600)
+            msgs = await drain(b, "%RETRY%G")
+            m = msgs[-1]
+            assert m.reconsume_times == attempt + 1
+            assert m.properties["RETRY_TOPIC"] == "T"
+            assert m.unique_id == r.unique_id
+            assert m.store_timestamp - t == delay_level_ms(3 + attempt)
+            off = m.commit_offset
+        res = await b.send_back("G", off)
+        assert res.topic == "%DLQ%G"
+        (dead,) = await drain(b, "%DLQ%G")
+        assert dead.reconsume_times == 3 and dead.body == b"x"
+        with pytest.raises(NotFound):
+            await b.send_back("G", 10_000)
+
+
+# -- POP -----------------------------------------------------------------------------------------
+async def test_pop_invisible_redeliver_ack(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", b"a"), Message("T", b"b")])
+        got = await b.pop("G", "T", 10, 30_000)
+        assert sorted(m.body for m, _ in got) == [b"a", b"b"]
+        assert all(m.reconsume_times == 0 for m, _ in got)
+        assert await b.pop("G", "T", 10, 30_000) == []
+        (ma, ha), (mb, hb) = sorted(got, key=lambda p: p[0].body)
+        await b.ack("G", "T", ha)
+        with pytest.raises(InvalidReceipt):
+            await b.ack("G", "T", ha)
+        with pytest.raises(InvalidReceipt):
+            await b.ack("G", "T", "garbage")
+        await trio.sleep(31)
+        again = await b.pop("G", "T", 10, 30_000)
+        assert [(m.body, m.reconsume_times) for m, _ in again] == [(b"b", 1)]
+        with pytest.raises(InvalidReceipt):
+            await b.ack("G", "T", hb)
+        h2 = await b.change_invisible("G", "T", again[0][1], 100_000)
+        with pytest.raises(InvalidReceipt):
+            await b.ack("G", "T", again[0][1])
+        await trio.sleep(60)
+        assert await b.pop("G", "T", 10, 30_000) == []
+        await b.ack("G", "T", h2)
+        await trio.sleep(200)
+        assert await b.pop("G", "T", 10, 30_000) == []
+        # another group sees everything
+        assert len(await b.pop("G2", "T", 10, 30_000)) == 2
+
+
+async def test_pop_long_poll(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        got: list = []
+
+        async def consumer() -> None:
+            got.extend(await b.pop("G", "T", 1, 10_000, wait_ms=20_000))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(consumer)
+            await trio.sleep(5)
+            assert got == []
+            t = trio.current_time()
+            await b.send([Message("T", b"x")])
+        assert [m.body for m, _ in got] == [b"x"]
+        assert trio.current_time() - t < 0.01
+        t = trio.current_time()
+        assert await b.pop("G", "T", 1, 10_000, wait_ms=2_000) == []
+        assert trio.current_time() - t == pytest.approx(2.0, abs=0.01)
+
+
+async def test_pop_dlq_after_max_attempts(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.create_group("G", max_reconsume_times=2)
+        await b.send([Message("T", b"x")])
+        attempts = []
+        for _ in range(5):
+            got = await b.pop("G", "T", 1, 10_000, wait_ms=20_000)
+            if not got:
+                break
+            attempts.append(got[0][0].reconsume_times + 1)
+        assert attempts == [1, 2, 3]
+        await trio.sleep(11)
+        (dead,) = await drain(b, "%DLQ%G")
+        assert dead.body == b"x"
+        assert b.pops.inflight("G", "T") == []
+
+
+async def test_pop_survives_restart(autojump_clock: trio.testing.MockClock) -> None:
+    store, rt = MemoryStore(), TrioRuntime()
+    async with running(store, rt) as b:
+        await b.send([Message("T", bytes([i])) for i in range(3)])
+        got = await b.pop("G", "T", 2, 60_000)
+        assert len(got) == 2
+    async with running(store, rt) as b2:
+        await b2.ack("G", "T", got[0][1])
+        rest = await b2.pop("G", "T", 10, 60_000)
+        assert len(rest) == 1
+        await trio.sleep(61)
+        again = await b2.pop("G", "T", 10, 60_000)
+        assert sorted((m.body, m.reconsume_times) for m, _ in again) == sorted(
+            [(got[1][0].body, 1), (rest[0][0].body, 1)]
+        )
+
+
+async def test_pop_to_dlq(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", b"x")])
+        ((m, h),) = await b.pop("G", "T", 1, 10_000)
+        res = await b.pop_to_dlq("G", "T", h)
+        assert res.topic == "%DLQ%G"
+        with pytest.raises(InvalidReceipt):
+            await b.ack("G", "T", h)
+        await trio.sleep(20)
+        assert await b.pop("G", "T", 1, 10_000) == []
+
+
+async def test_pop_reads_retry_topic(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        (r,) = await b.send([Message("T", b"x")])
+        await b.send_back("G", r.commit_offset, delay_level=1)
+        await b.send_back("G", r.commit_offset, delay_level=1, origin_topic="OTHER")  # not T's
+        await trio.sleep(2)
+        got = await b.pop("G", "T", 10, 10_000, init_mode="last")
+        assert [(m.topic, m.reconsume_times) for m, _ in got] == [("T", 1)]
+        await b.ack("G", "T", got[0][1])
+
+
+async def test_fifo_groups(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.create_topic("F", queues=1)
+        msgs = []
+        for i in range(3):
+            for g in ("A", "B"):
+                msgs.append(Message("F", f"{g}{i}".encode(), properties={PROP_MESSAGE_GROUP: g}))
+        await b.send(msgs)
+        first = await b.pop("G", "F", 10, 10_000, fifo=True)
+        assert sorted(m.body for m, _ in first) == [b"A0", b"B0"]
+        assert await b.pop("G", "F", 10, 10_000, fifo=True) == []
+        hA = [h for m, h in first if m.body == b"A0"][0]
+        hB = [h for m, h in first if m.body == b"B0"][0]
+        await b.ack("G", "F", hA)
+        nxt = await b.pop("G", "F", 10, 10_000, fifo=True)
+        assert [m.body for m, _ in nxt] == [b"A1"]
+        # B0 not acked: it comes back first, before B1, with attempt 2
+        await trio.sleep(11)
+        again = await b.pop("G", "F", 10, 10_000, fifo=True)
+        assert sorted((m.body, m.reconsume_times) for m, _ in again) == [(b"A1", 1), (b"B0", 1)]
+        order: dict[str, list[bytes]] = {"A": [b"A0"], "B": []}
+        pending = again
+        while pending:
+            for m, h in pending:
+                order[m.message_group].append(m.body)
+                await b.ack("G", "F", h)
+            pending = await b.pop("G", "F", 10, 10_000, fifo=True)
+        assert order == {"A": [b"A0", b"A1", b"A2"], "B": [b"B0", b"B1", b"B2"]}
+
+
+async def test_fifo_long_poll_wakes_on_ack(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.create_topic("F", queues=1)
+        await b.send([Message("F", f"{i}".encode(), properties={PROP_MESSAGE_GROUP: "A"}) for i in range(2)])
+        ((m, h),) = await b.pop("G", "F", 10, 60_000, fifo=True)
+        got: list = []
+
+        async def consumer() -> None:
+            got.extend(await b.pop("G", "F", 10, 60_000, fifo=True, wait_ms=30_000))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(consumer)
+            await trio.sleep(3)
+            await b.ack("G", "F", h)
+        assert [m.body for m, _ in got] == [b"1"]
+
+
+# -- locks ---------------------------------------------------------------------------------------
+async def test_locks_expire(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        q = [("T", 0), ("T", 1)]
+        assert b.lock_queues("G", "c1", q) == set(q)
+        assert b.lock_queues("G", "c2", q) == set()
+        assert b.lock_queues("G2", "c2", q) == set(q)
+        await trio.sleep(30)
+        assert b.lock_queues("G", "c1", [("T", 0)]) == {("T", 0)}  # renew one
+        await trio.sleep(40)
+        assert b.lock_queues("G", "c2", q) == {("T", 1)}
+        b.unlock_queues("G", "c1", q)
+        assert b.lock_queues("G", "c2", q) == set(q)
+
+
+async def test_reset_clears_everything(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", b"x", properties={PROP_DELAY_LEVEL: "3"}), half()])
+        await b.send([Message("T", b"y")])
+        await b.pop("G", "T", 1, 10_000)
+        b.lock_queues("G", "c", [("T", 0)])
+        await b.reset()
+        assert len(b.timers) == 0 and len(b.transactions) == 0
+        assert b.pops.inflight("G", "T") == []
+        assert b.locks.holder("G", "T", 0) is None
+        await trio.sleep(100)
+        assert await drain(b, "T") == []
