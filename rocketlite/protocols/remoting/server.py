@@ -1,0 +1,259 @@
+"""The Trio adapter of the remoting protocol: listeners, connections, concurrency.
+
+One front-end binds three listeners that all answer every code: the NameServer port
+(``[remoting] port``, 9876), the Broker port (``broker_port``, 10911) and the VIP port
+(``broker_port - 2``, used by Java clients up to 4.4). Port 0 binds free ports; the VIP port is
+then chosen as ``broker port - 2`` when that is free.
+
+Per connection: one reader task feeds the sans-IO :class:`FrameDecoder`; every request runs in
+its own task (a parked long-poll PULL must not hold up the rest), at most ``MAX_INFLIGHT`` at a
+time (beyond that the reader stops reading: back-pressure). Writes are serialised by a lock.
+A malformed frame closes the connection (Java does the same); other connections carry on.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import socket
+from typing import Any
+
+import trio
+
+from rocketlite.protocols.remoting.codec import (
+    FLAG_ONEWAY,
+    FLAG_RESPONSE,
+    FrameDecoder,
+    FrameError,
+    RemotingCommand,
+    ResponseCode,
+    encode_command,
+)
+from rocketlite.protocols.remoting.handlers import Advertised, ConnState, RemotingService
+
+log = logging.getLogger("rocketlite.remoting")
+
+MAX_INFLIGHT = 256
+READ_SIZE = 65536
+
+
+class Connection:
+    """One client connection (a Session for the handlers)."""
+
+    _opaque = itertools.count(100_000)
+
+    def __init__(self, stream: trio.SocketStream, service: RemotingService, nursery: trio.Nursery) -> None:
+        self.stream = stream
+        self.service = service
+        self.nursery = nursery
+        self.state = ConnState()
+        self.peer = "127.0.0.1:0"
+        try:
+            host, port = stream.socket.getpeername()[:2]
+            self.peer = f"{host}:{port}"
+        except OSError:
+            pass
+        self._send_lock = trio.Lock()
+        self._limit = trio.CapacityLimiter(MAX_INFLIGHT)
+        self._pending: dict[int, tuple[trio.Event, list[RemotingCommand]]] = {}
+        self.closed = False
+
+    async def send(self, cmd: RemotingCommand) -> None:
+        data = encode_command(cmd)
+        async with self._send_lock:
+            if self.closed:
+                return
+            try:
+                await self.stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.closed = True
+
+    def send_soon(self, cmd: RemotingCommand) -> None:
+        """Queue a broker-initiated request (oneway) without waiting."""
+        if self.closed:
+            return
+        cmd.opaque = next(self._opaque)
+        try:
+            self.nursery.start_soon(self.send, cmd)
+        except RuntimeError:  # nursery closed: the connection is going away
+            pass
+
+    async def request(self, cmd: RemotingCommand, timeout_ms: float) -> RemotingCommand | None:
+        """Send a broker-initiated request and wait for the client's response."""
+        cmd.opaque = next(self._opaque)
+        cmd.flag &= ~(FLAG_ONEWAY | FLAG_RESPONSE)
+        ev = trio.Event()
+        slot: list[RemotingCommand] = []
+        self._pending[cmd.opaque] = (ev, slot)
+        try:
+            await self.send(cmd)
+            with trio.move_on_after(timeout_ms / 1000):
+                await ev.wait()
+        finally:
+            self._pending.pop(cmd.opaque, None)
+        return slot[0] if slot else None
+
+    async def _run_request(self, cmd: RemotingCommand, token: object) -> None:
+        try:
+            resp = await self.service.handle(self, cmd)
+            if resp is not None:
+                await self.send(resp)
+        except Exception:
+            log.exception("remoting: handler for code %s failed", cmd.code)
+            if not cmd.is_oneway:
+                await self.send(cmd.response(ResponseCode.SYSTEM_ERROR, remark="internal error"))
+        finally:
+            self._limit.release_on_behalf_of(token)
+
+    async def serve(self) -> None:
+        decoder = FrameDecoder()
+        try:
+            while True:
+                try:
+                    data = await self.stream.receive_some(READ_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    return
+                if not data:
+                    return
+                decoder.feed(data)
+                while True:
+                    try:
+                        cmd = decoder.next_command()
+                    except FrameError as exc:
+                        log.info("remoting: closing %s: %s", self.peer, exc)
+                        return
+                    if cmd is None:
+                        break
+                    if cmd.is_response:
+                        pending = self._pending.get(cmd.opaque)
+                        if pending is not None:
+                            pending[1].append(cmd)
+                            pending[0].set()
+                        continue
+                    token = object()
+                    await self._limit.acquire_on_behalf_of(token)
+                    self.nursery.start_soon(self._run_request, cmd, token)
+        finally:
+            self.closed = True
+            self.service.connection_closed(self)
+
+
+async def _handle_stream(stream: trio.SocketStream, service: RemotingService) -> None:
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+    async with stream:
+        async with trio.open_nursery() as nursery:
+            conn = Connection(stream, service, nursery)
+            await conn.serve()
+            nursery.cancel_scope.cancel()  # drop parked pulls of a closed connection
+
+
+async def _accept_loop(listener: trio.SocketListener, service: RemotingService, nursery: trio.Nursery) -> None:
+    while True:
+        try:
+            stream = await listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
+                log.error("remoting: out of file descriptors or memory, pausing accepts: %s", exc)
+                await trio.sleep(0.1)
+                continue
+            raise
+        nursery.start_soon(_handle_stream, stream, service)
+
+
+def _listener(host: str, port: int) -> trio.SocketListener:
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host or "0.0.0.0", port))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+
+
+def bind_broker_ports(host: str, broker_port: int) -> tuple[trio.SocketListener, trio.SocketListener | None]:
+    """The broker listener and its VIP companion at ``port - 2`` (best effort with port 0)."""
+    if broker_port:
+        main = _listener(host, broker_port)
+        vip = None
+        if broker_port > 2:
+            try:
+                vip = _listener(host, broker_port - 2)
+            except OSError as exc:
+                log.warning("remoting: VIP port %d not available: %s", broker_port - 2, exc)
+        return main, vip
+    for _ in range(50):
+        main = _listener(host, 0)
+        port = main.socket.getsockname()[1]
+        if port > 1026:
+            try:
+                return main, _listener(host, port - 2)
+            except OSError:
+                pass
+        main.socket.close()
+    return _listener(host, 0), None
+
+
+def _resolve_ipv4(host: str) -> str:
+    try:
+        socket.inet_aton(host)
+        if host.count(".") == 3:
+            return host
+    except OSError:
+        pass
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return "127.0.0.1"
+
+
+class RemotingFrontEnd:
+    """NameServer + Broker remoting roles on three ports, all answering every code."""
+
+    name = "remoting"
+
+    def __init__(self) -> None:
+        self.service: RemotingService | None = None
+        self.ports: dict[str, int] = {}
+
+    async def serve(self, ctx: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        settings = ctx.settings
+        sec = settings.section("remoting")
+        host = settings.host
+        ns_port = int(sec.get("port", 9876))
+        broker_port = int(sec.get("broker_port", 10911))
+        broker_l, vip_l = bind_broker_ports(host, broker_port)
+        actual_broker = broker_l.socket.getsockname()[1]
+        listeners = [broker_l] + ([vip_l] if vip_l else [])
+        if ns_port and ns_port in (actual_broker, actual_broker - 2):
+            ns_l = None  # the NameServer role shares the broker listener
+            actual_ns = ns_port
+        else:
+            ns_l = _listener(host, ns_port)
+            actual_ns = ns_l.socket.getsockname()[1]
+            listeners.append(ns_l)
+        adv_host = settings.advertised_host
+        advertised = Advertised(adv_host, actual_broker,
+                                await trio.to_thread.run_sync(_resolve_ipv4, adv_host))
+        hold = int(sec.get("pull_hold_max_ms", 20_000) or 20_000)
+        self.service = RemotingService(ctx.broker, advertised, pull_hold_max_ms=hold)
+        self.ports = {"nameserver": actual_ns, "broker": actual_broker,
+                      "vip": vip_l.socket.getsockname()[1] if vip_l else 0}
+        ctx.services["remoting"] = self
+        log.info("remoting: nameserver port %d, broker port %d, vip port %s; routes point at %s",
+                 actual_ns, actual_broker, self.ports["vip"] or "-", advertised.addr)
+        try:
+            async with trio.open_nursery() as nursery:
+                for lst in listeners:
+                    nursery.start_soon(_accept_loop, lst, self.service, nursery)
+                task_status.started((host, actual_ns))
+        finally:
+            for lst in listeners:
+                with trio.CancelScope(shield=True):
+                    await lst.aclose()
