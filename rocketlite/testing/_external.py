@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from rocketlite.core.message import Message, SendResult
 from rocketlite.testing import _ops
 from rocketlite.testing._endpoints import Endpoints
+from rocketlite.testing._wire import message_from_json, snapshot_from_json
 
 #: Positional order for ``HOST:PORT,PORT,...`` and the ports assumed for a bare ``HOST``.
 DEFAULT_PORTS: dict[str, int] = {"remoting": 9876, "grpc": 8081, "mqtt": 1883, "http": 8080, "testing": 9877}
@@ -68,16 +69,6 @@ def parse_external(spec: str) -> dict[str, tuple[str, int]]:
     if not out:
         raise ValueError(f"no ports in rocketlite external spec {spec!r}; {SPEC_HELP}")
     return out
-
-
-def snapshot_from_json(d: dict[str, Any]) -> _ops.Snapshot:
-    from rocketlite.testing.control import message_from_json
-
-    groups = {
-        g: {"consumers": v["consumers"], "offsets": {(t, int(q)): int(o) for t, q, o in v["offsets"]}}
-        for g, v in d.get("groups", {}).items()
-    }
-    return _ops.Snapshot(d.get("topics", {}), groups, [message_from_json(m) for m in d.get("recent", [])])
 
 
 class ExternalRocketlite(Endpoints):
@@ -165,8 +156,6 @@ class ExternalRocketlite(Endpoints):
         )
 
     def peek(self, topic: str, queue_id: int | None = None, max_count: int = 1000) -> list[Message]:
-        from rocketlite.testing.control import message_from_json
-
         q = {"topic": topic, "max_count": max_count}
         if queue_id is not None:
             q["queue_id"] = queue_id
@@ -176,8 +165,6 @@ class ExternalRocketlite(Endpoints):
     def receive(
         self, topic: str, *, group: str = _ops.DEFAULT_GROUP, max_count: int = 1, timeout: float = 5.0
     ) -> list[Message]:
-        from rocketlite.testing.control import message_from_json
-
         doc = {"topic": topic, "group": group, "max_count": max_count, "timeout": timeout}
         r = self._request("POST", "/receive", doc, timeout=timeout + self.timeout)
         return [message_from_json(m) for m in r["messages"]]

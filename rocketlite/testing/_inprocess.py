@@ -255,7 +255,7 @@ class RocketliteServer(Endpoints):
         return self._thread is not None and self._thread.is_alive() and self._rl is not None
 
     def __enter__(self) -> "RocketliteServer":
-        return self.start()
+        return self if self._thread is not None else self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

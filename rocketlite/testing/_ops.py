@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
@@ -222,6 +222,8 @@ class Snapshot:
     topics: dict[str, dict[str, Any]]
     groups: dict[str, dict[str, Any]]
     recent: list[Message]
+    #: delayed messages not yet delivered: {"topic", "deliver_at_ms", "msg_id"}
+    scheduled: list[dict[str, Any]] = field(default_factory=list)
 
     def format(self, *, body_limit: int = 120) -> str:
         lines = []
@@ -252,6 +254,10 @@ class Snapshot:
             lines.append(f"  {m.topic}[{m.queue_id}]@{m.queue_offset}{extra} id={m.unique_id} body={shown}")
         if not self.recent:
             lines.append("  (none)")
+        if self.scheduled:
+            lines.append(f"delayed messages not yet delivered ({len(self.scheduled)}, first 10):")
+            for t in self.scheduled[:10]:
+                lines.append(f"  {t['topic']} at {t['deliver_at_ms']} id={t['msg_id']}")
         return "\n".join(lines)
 
 
@@ -284,4 +290,9 @@ async def snapshot(broker: Broker, *, recent: int = 20) -> Snapshot:
             "consumers": [c.client_id for c in broker.consumers_of(g)],
             "offsets": broker.group_offsets(g),
         }
-    return Snapshot(topics, groups, tail[-recent:])
+    scheduled = []
+    timers = getattr(broker, "timers", None)
+    if timers is not None and hasattr(timers, "pending"):
+        for e in timers.pending()[:100]:
+            scheduled.append({"topic": e.topic, "deliver_at_ms": e.deliver_at, "msg_id": e.uid})
+    return Snapshot(topics, groups, tail[-recent:], scheduled)

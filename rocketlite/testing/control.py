@@ -36,9 +36,9 @@ import trio
 
 from rocketlite import __version__
 from rocketlite.core.errors import BadRequest
-from rocketlite.core.message import Message, SendResult
 from rocketlite.frontends import FrontEndContext
 from rocketlite.testing import _ops
+from rocketlite.testing._wire import message_to_json, send_result_to_json, snapshot_to_json
 
 log = logging.getLogger("rocketlite.testing.control")
 
@@ -51,73 +51,6 @@ class HttpError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def message_to_json(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "topic": m.topic,
-        "queue_id": m.queue_id,
-        "queue_offset": m.queue_offset,
-        "commit_offset": m.commit_offset,
-        "tags": m.tags,
-        "keys": m.keys,
-        "properties": dict(m.properties),
-        "flag": m.flag,
-        "sys_flag": m.sys_flag,
-        "born_timestamp": m.born_timestamp,
-        "born_host": m.born_host,
-        "store_timestamp": m.store_timestamp,
-        "reconsume_times": m.reconsume_times,
-        "msg_id": m.unique_id,
-        "body_b64": base64.b64encode(m.body).decode(),
-    }
-    try:
-        out["body"] = m.body.decode()
-    except UnicodeDecodeError:
-        pass
-    return out
-
-
-def message_from_json(d: dict[str, Any]) -> Message:
-    return Message(
-        topic=d["topic"],
-        body=base64.b64decode(d["body_b64"]),
-        queue_id=int(d.get("queue_id", -1)),
-        tags=d.get("tags", ""),
-        keys=d.get("keys", ""),
-        properties=dict(d.get("properties") or {}),
-        flag=int(d.get("flag", 0)),
-        sys_flag=int(d.get("sys_flag", 0)),
-        born_timestamp=int(d.get("born_timestamp", 0)),
-        born_host=d.get("born_host", ""),
-        store_timestamp=int(d.get("store_timestamp", 0)),
-        reconsume_times=int(d.get("reconsume_times", 0)),
-        queue_offset=int(d.get("queue_offset", -1)),
-        commit_offset=int(d.get("commit_offset", -1)),
-    )
-
-
-def send_result_to_json(r: SendResult) -> dict[str, Any]:
-    return {
-        "topic": r.topic,
-        "queue_id": r.queue_id,
-        "queue_offset": r.queue_offset,
-        "commit_offset": r.commit_offset,
-        "msg_id": r.unique_id,
-        "transaction_id": r.transaction_id,
-    }
-
-
-def snapshot_to_json(s: _ops.Snapshot) -> dict[str, Any]:
-    return {
-        "topics": s.topics,
-        "groups": {
-            g: {"consumers": v["consumers"], "offsets": [[t, q, o] for (t, q), o in sorted(v["offsets"].items())]}
-            for g, v in s.groups.items()
-        },
-        "recent": [message_to_json(m) for m in s.recent],
-        "text": s.format(),
-    }
 
 
 class Control:
