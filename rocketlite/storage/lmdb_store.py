@@ -1,0 +1,753 @@
+"""The durable store: one LMDB environment (one data file) under the data directory.
+
+Sub-databases of the environment
+--------------------------------
+``log``     commit offset (8-byte big-endian) -> record (:mod:`rocketlite.storage.records`)
+``cq``      topic id (4) | queue id (4, signed) | queue offset (8), big-endian
+            -> commit offset (8) | tag hash (8, signed) | body size (4) | store time (8)
+``qmax``    topic id | queue id -> next queue offset (8): survives retention emptying a queue
+``topics``  topic name (UTF-8) -> topic id (4)
+``keys``    len (2) | key (UTF-8, hashed when long) | commit offset (8) -> empty
+``tables``  len(table name) (1) | table name | key -> version byte + cbor2 value
+``meta``    ``next`` (commit log max), ``bytes`` (body bytes stored), ``format``
+
+Every counter the synchronous accessors answer (``min_offset``, ``max_offset``,
+``commit_log_max``, ``queues``, ``stats``) lives in memory, recovered on :meth:`LmdbStore.open`
+(queue maximums from ``qmax``, minimums from the first ``cq`` key of each queue).
+
+Group commit
+------------
+:meth:`LmdbStore.write` queues its batch. When no commit is in flight the caller becomes the
+*leader*: it takes everything queued (its own batch and whatever arrived meanwhile), runs one LMDB
+write transaction for all of it in a worker thread (``trio.to_thread.run_sync``; the event loop never
+waits on disk), publishes the new counters and wakes every caller of the group. While that
+transaction runs, new callers queue up; when the leader is done it promotes the first of them to
+lead the next group. So there is no background writer task, concurrent writers share one
+transaction (and with ``flush="sync"`` one fsync), and a lone writer commits at once.
+
+Offsets are assigned inside the transaction, in queue order, so they are dense and in commit order.
+Counters are published only after the commit returned, so a reader never sees an offset whose data
+is not committed. The commit runs in a shielded scope: a caller cancelled after its batch was taken
+never leaves it half-applied (the group commits or fails as a whole; the caller just does not hear
+about it); a caller cancelled while still queued is removed from the queue and nothing of it is
+written. Each batch is encoded before the transaction starts, so one batch that cannot be encoded
+fails alone instead of failing its whole group.
+
+Flush modes: ``sync`` opens LMDB with ``sync=True`` (each commit is fdatasync'ed before it returns,
+so one fsync per group); ``async`` opens it with ``sync=False`` and a system task syncs
+``flush_interval_ms`` after the first unsynced commit, and on close. LMDB stays consistent either
+way (a crash in async mode loses at most the last interval).
+
+Reads run in worker threads too (bounded by a capacity limiter) except when the answer comes from
+the in-memory counters (e.g. a pull at the queue's end, the common long-poll case).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import lmdb
+import trio
+
+from rocketlite.core.errors import StorageFull
+from rocketlite.core.message import PROP_UNIQ_KEY, Message, tag_hash
+from rocketlite.storage.base import AppendResult, IndexEntry, WriteBatch
+from rocketlite.storage.records import decode_message, decode_value, encode_message, encode_value
+
+log = logging.getLogger("rocketlite.storage")
+
+STORE_FORMAT = 1
+
+_Q = struct.Struct(">Q")
+_pack_q = _Q.pack
+_unpack_q = _Q.unpack
+_CQK = struct.Struct(">IiQ")
+_pack_cqk = _CQK.pack
+_unpack_cqk = _CQK.unpack
+_QK = struct.Struct(">Ii")
+_pack_qk = _QK.pack
+_CQV = struct.Struct(">QqIq")
+_pack_cqv = _CQV.pack
+_unpack_cqv = _CQV.unpack
+_I = struct.Struct(">I")
+_H = struct.Struct(">H")
+
+_MAX_KEY = 511  # LMDB's default maximum key size
+_KEY_HASH_OVER = 256  # key-index keys longer than this are stored as a digest
+
+# op kinds and states of the group-commit queue
+_BATCH, _RETAIN, _CLEAR = 0, 1, 2
+_QUEUED, _PROMOTED, _TAKEN, _DONE = 0, 1, 2, 3
+
+
+class _Op:
+    __slots__ = ("kind", "batch", "args", "result", "error", "state", "event", "encoded")
+
+    def __init__(self, kind: int, batch: WriteBatch | None = None, args: tuple[Any, ...] = ()) -> None:
+        self.kind = kind
+        self.batch = batch
+        self.args = args
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.state = _QUEUED
+        self.event = trio.Event()
+        self.encoded: Any = None
+
+
+def _index_key(key: str) -> bytes:
+    raw = key.encode()
+    if len(raw) > _KEY_HASH_OVER:
+        # 0xFFFF can never be a real length here: marks a digest of a long key
+        return b"\xff\xff" + hashlib.blake2b(raw, digest_size=32).digest()
+    return _H.pack(len(raw)) + raw
+
+
+def _table_prefix(table: str) -> bytes:
+    raw = table.encode()
+    if len(raw) > 200:
+        raise ValueError(f"table name too long: {table[:40]!r}...")
+    return bytes((len(raw),)) + raw
+
+
+class LmdbStore:
+    """The LMDB implementation of :class:`~rocketlite.storage.base.Store`."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        flush: str = "async",
+        flush_interval_ms: int = 500,
+        map_size_mb: int = 4096,
+        min_free_disk_mb: int = 64,
+    ) -> None:
+        if flush not in ("sync", "async"):
+            raise ValueError(f"flush must be 'sync' or 'async', not {flush!r}")
+        self.data_dir = os.fspath(data_dir)
+        self.flush = flush
+        self.flush_interval = max(0, flush_interval_ms) / 1000.0
+        self.map_size = int(map_size_mb) * 1024 * 1024
+        self.min_free_bytes = int(min_free_disk_mb) * 1024 * 1024
+        self._env: Any = None
+        self._queue: list[_Op] = []
+        self._leading = False
+        self._idle: trio.Event | None = None
+        self._closed = True
+        self._writer_limiter: trio.CapacityLimiter | None = None
+        self._read_limiter: trio.CapacityLimiter | None = None
+        self._dirty: trio.Event | None = None
+        self._flusher_scope: trio.CancelScope | None = None
+        self._disk_checked = 0.0
+        self._disk_ok = True
+        self._tag_hashes: dict[str, int] = {}
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._next = 0  # commit log max
+        self._head = 0  # smallest commit offset still stored
+        self._bytes = 0
+        self._count = 0
+        self._queues: dict[tuple[str, int], list[int]] = {}  # (topic, qid) -> [min, max]
+        self._topic_ids: dict[str, int] = {}
+        self._commits = 0
+        self._fsyncs = 0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def open(self) -> None:
+        if not self._closed:
+            return
+        os.makedirs(self.data_dir, exist_ok=True)
+        self._writer_limiter = trio.CapacityLimiter(1)
+        self._read_limiter = trio.CapacityLimiter(8)
+        await trio.to_thread.run_sync(self._open_sync)
+        self._closed = False
+        if self.flush == "async":
+            self._dirty = trio.Event()
+            trio.lowlevel.spawn_system_task(self._flusher, name="rocketlite.storage.flusher")
+
+    def _open_sync(self) -> None:
+        env = lmdb.open(
+            self.data_dir,
+            map_size=self.map_size,
+            subdir=True,
+            max_dbs=16,
+            sync=self.flush == "sync",
+            metasync=True,
+            readahead=False,
+            meminit=False,
+            max_readers=256,
+        )
+        self._env = env
+        self._db_log = env.open_db(b"log", integerkey=False)
+        self._db_cq = env.open_db(b"cq")
+        self._db_qmax = env.open_db(b"qmax")
+        self._db_topics = env.open_db(b"topics")
+        self._db_keys = env.open_db(b"keys")
+        self._db_tables = env.open_db(b"tables")
+        self._db_meta = env.open_db(b"meta")
+        self._reset_state()
+        with env.begin(write=True) as txn:
+            fmt = txn.get(b"format", db=self._db_meta)
+            if fmt is None:
+                txn.put(b"format", _I.pack(STORE_FORMAT), db=self._db_meta)
+            elif _I.unpack(fmt)[0] != STORE_FORMAT:
+                raise RuntimeError(f"{self.data_dir}: store format {_I.unpack(fmt)[0]} is not {STORE_FORMAT}")
+            raw = txn.get(b"next", db=self._db_meta)
+            self._next = _unpack_q(raw)[0] if raw else 0
+            raw = txn.get(b"bytes", db=self._db_meta)
+            self._bytes = _unpack_q(raw)[0] if raw else 0
+            names: dict[int, str] = {}
+            for name, tid in txn.cursor(db=self._db_topics):
+                self._topic_ids[name.decode()] = _I.unpack(tid)[0]
+                names[_I.unpack(tid)[0]] = name.decode()
+            cq = txn.cursor(db=self._db_cq)
+            for k, v in txn.cursor(db=self._db_qmax):
+                tid, qid = _QK.unpack(k)
+                qmax = _unpack_q(v)[0]
+                qmin = qmax
+                if cq.set_range(k) and cq.key()[:8] == k:
+                    qmin = _unpack_cqk(cq.key())[2]
+                self._queues[(names[tid], qid)] = [qmin, qmax]
+            c = txn.cursor(db=self._db_log)
+            self._head = _unpack_q(c.key())[0] if c.first() else self._next
+            self._count = txn.stat(self._db_log)["entries"]
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # let queued and in-flight groups finish (they were accepted before close)
+        while self._leading or self._queue:
+            self._idle = trio.Event()
+            if not self._leading and self._queue:
+                self._promote()
+            await self._idle.wait()
+        if self._flusher_scope is not None:
+            self._flusher_scope.cancel()
+        env = self._env
+        self._env = None
+        if env is not None:
+            def finish() -> None:
+                env.sync(True)
+                env.close()
+
+            await trio.to_thread.run_sync(finish)
+
+    async def _flusher(self) -> None:
+        with trio.CancelScope() as scope:
+            self._flusher_scope = scope
+            while not self._closed:
+                assert self._dirty is not None
+                await self._dirty.wait()
+                await trio.sleep(self.flush_interval)
+                self._dirty = trio.Event()
+                env = self._env
+                if env is None:
+                    return
+                try:
+                    await trio.to_thread.run_sync(env.sync, True)
+                    self._fsyncs += 1
+                except lmdb.Error:  # closed under us
+                    if self._closed:
+                        return
+                    log.exception("LMDB sync failed")
+
+    # -- group commit --------------------------------------------------------------------------
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        if self.min_free_bytes > 0:
+            now = time.monotonic()
+            if now - self._disk_checked >= 1.0:
+                self._disk_checked = now
+                try:
+                    st = os.statvfs(self.data_dir)
+                    self._disk_ok = st.f_bavail * st.f_frsize >= self.min_free_bytes
+                except OSError:
+                    self._disk_ok = True
+            if not self._disk_ok:
+                raise StorageFull(
+                    f"less than {self.min_free_bytes // (1024 * 1024)} MB free on the disk of {self.data_dir}"
+                )
+
+    async def write(self, batch: WriteBatch) -> list[AppendResult]:
+        self._check_writable()
+        op = _Op(_BATCH, batch)
+        await self._submit(op)
+        return op.result  # type: ignore[no-any-return]
+
+    async def _submit(self, op: _Op) -> None:
+        self._queue.append(op)
+        while op.state != _DONE:
+            if not self._leading and op.state != _TAKEN:
+                await self._lead()  # takes the whole queue, this op included
+                continue
+            if op.event.is_set():  # promoted, but another caller took the group first
+                op.event = trio.Event()
+            try:
+                await op.event.wait()
+            except BaseException:
+                if op.state in (_QUEUED, _PROMOTED):
+                    # not handed to LMDB yet: withdraw it, nothing of it is written
+                    self._queue.remove(op)
+                    if op.state == _PROMOTED:
+                        self._promote()
+                raise
+        if op.error is not None:
+            raise op.error
+
+    def _promote(self) -> None:
+        if not self._leading and self._queue:
+            first = self._queue[0]
+            if first.state == _QUEUED:
+                first.state = _PROMOTED
+                first.event.set()
+
+    async def _lead(self) -> None:
+        self._leading = True
+        group = self._queue
+        self._queue = []
+        try:
+            for op in group:
+                op.state = _TAKEN
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(self._commit_group, group, limiter=self._writer_limiter)
+                    if self._dirty is not None:
+                        self._dirty.set()
+                except BaseException as exc:  # noqa: BLE001 - handed to each caller
+                    for op in group:
+                        if op.error is None and op.result is None:
+                            op.error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+        finally:
+            for op in group:
+                op.state = _DONE
+                op.event.set()
+            self._leading = False
+            if self._queue:
+                self._promote()
+            elif self._idle is not None:
+                self._idle.set()
+
+    # -- the writer (runs in a worker thread, one at a time) -------------------------------------
+    def _commit_group(self, group: list[_Op]) -> None:
+        """Commit ``group`` in order: runs of batches share one transaction; retention and clear
+        run in their own. Publishes counters after each commit."""
+        i = 0
+        n = len(group)
+        while i < n:
+            op = group[i]
+            if op.kind == _BATCH:
+                j = i
+                while j < n and group[j].kind == _BATCH:
+                    j += 1
+                self._commit_batches(group[i:j])
+                i = j
+            else:
+                try:
+                    if op.kind == _RETAIN:
+                        op.result = self._retain_sync(*op.args)
+                    else:
+                        self._clear_sync()
+                        op.result = True
+                except Exception as exc:  # noqa: BLE001
+                    op.error = exc
+                i += 1
+
+    def _commit_batches(self, ops: list[_Op]) -> None:
+        nxt = self._next
+        queues = self._queues
+        topic_ids = self._topic_ids
+        tag_hashes = self._tag_hashes
+        qnext: dict[tuple[str, int], int] = {}  # queue -> next offset after this group
+        qkeys: dict[tuple[str, int], bytes] = {}
+        new_topics: dict[str, int] = {}
+        log_items: list[tuple[bytes, bytes]] = []
+        cq_items: list[tuple[bytes, bytes]] = []
+        key_items: list[tuple[bytes, bytes]] = []
+        table_ops: list[tuple[bytes, bytes | None]] = []
+        added_bytes = 0
+        good: list[_Op] = []
+        for op in ops:
+            batch = op.batch
+            assert batch is not None
+            saved = (nxt, len(log_items), len(cq_items), len(key_items), len(table_ops), dict(qnext),
+                     dict(new_topics), added_bytes)
+            results: list[AppendResult] = []
+            try:
+                for m in batch.messages:
+                    qk = (m.topic, m.queue_id)
+                    qoff = qnext.get(qk)
+                    if qoff is None:
+                        q = queues.get(qk)
+                        qoff = q[1] if q is not None else 0
+                        tid = topic_ids.get(m.topic)
+                        if tid is None:
+                            tid = new_topics.get(m.topic)
+                            if tid is None:
+                                tid = new_topics[m.topic] = len(topic_ids) + len(new_topics)
+                        qkeys[qk] = _pack_qk(tid, m.queue_id)
+                    m.commit_offset = nxt
+                    m.queue_offset = qoff
+                    rec = encode_message(m)
+                    size = len(m.body)
+                    th = tag_hashes.get(m.tags)
+                    if th is None:
+                        th = tag_hash(m.tags)
+                        if len(tag_hashes) < 4096:
+                            tag_hashes[m.tags] = th
+                    okey = _pack_q(nxt)
+                    log_items.append((okey, rec))
+                    cq_items.append((qkeys[qk] + _pack_q(qoff), _pack_cqv(nxt, th, size, m.store_timestamp)))
+                    if m.keys:
+                        for key in m.key_list:
+                            key_items.append((_index_key(key) + okey, b""))
+                    uniq = m.properties.get(PROP_UNIQ_KEY)
+                    if uniq:
+                        key_items.append((_index_key(uniq) + okey, b""))
+                    added_bytes += size
+                    results.append(AppendResult(nxt, qoff))
+                    qnext[qk] = qoff + 1
+                    nxt += 1
+                for table, key, value in batch.puts:
+                    k = _table_prefix(table) + key
+                    if len(k) > _MAX_KEY:
+                        raise ValueError(f"table key too long ({len(key)} bytes)")
+                    table_ops.append((k, encode_value(value)))
+                for table, key in batch.deletes:
+                    k = _table_prefix(table) + key
+                    if len(k) <= _MAX_KEY:
+                        table_ops.append((k, None))
+            except Exception as exc:  # noqa: BLE001 - this batch fails alone
+                (nxt, nl, nc, nk, nt, qnext, new_topics, added_bytes) = saved
+                del log_items[nl:], cq_items[nc:], key_items[nk:], table_ops[nt:]
+                for m in batch.messages:
+                    m.commit_offset = m.queue_offset = -1
+                op.error = exc
+                continue
+            op.result = results
+            good.append(op)
+        if not good:
+            return
+        env = self._env
+        try:
+            with env.begin(write=True) as txn:
+                if log_items:
+                    txn.cursor(db=self._db_log).putmulti(log_items, append=True)
+                    txn.cursor(db=self._db_cq).putmulti(cq_items)
+                    if key_items:
+                        txn.cursor(db=self._db_keys).putmulti(key_items)
+                    for name, tid in new_topics.items():
+                        txn.put(name.encode(), _I.pack(tid), db=self._db_topics)
+                    for qk, off in qnext.items():
+                        txn.put(qkeys[qk], _pack_q(off), db=self._db_qmax)
+                    txn.put(b"next", _pack_q(nxt), db=self._db_meta)
+                    txn.put(b"bytes", _pack_q(self._bytes + added_bytes), db=self._db_meta)
+                if table_ops:
+                    db = self._db_tables
+                    for k, v in table_ops:
+                        if v is None:
+                            txn.delete(k, db=db)
+                        else:
+                            txn.put(k, v, db=db)
+        except lmdb.MapFullError as exc:
+            err: Exception = StorageFull(f"the LMDB map ({self.map_size // (1024 * 1024)} MB) is full; raise storage.map_size_mb")
+            err.__cause__ = exc
+            self._fail(good, err)
+            return
+        except Exception as exc:  # noqa: BLE001
+            self._fail(good, exc)
+            return
+        # committed (and with flush=sync durable): publish
+        for name, tid in new_topics.items():
+            topic_ids[name] = tid
+        for qk, off in qnext.items():
+            q = queues.get(qk)
+            if q is None:
+                queues[qk] = [0, off]
+            else:
+                q[1] = off
+        self._bytes += added_bytes
+        self._count += len(log_items)
+        self._next = nxt
+        self._commits += 1
+        if self.flush == "sync":
+            self._fsyncs += 1
+
+    def _fail(self, ops: list[_Op], exc: Exception) -> None:
+        for op in ops:
+            op.result = None
+            op.error = exc
+            assert op.batch is not None
+            for m in op.batch.messages:
+                m.commit_offset = m.queue_offset = -1
+
+    def _retain_sync(self, max_age_ms: int | None, max_bytes: int | None, now_ms: int, limit: int) -> int:
+        removed = 0
+        total = self._bytes
+        qmin: dict[tuple[str, int], int] = {}
+        head = self._head
+        with self._env.begin(write=True) as txn:
+            cur = txn.cursor(db=self._db_log)
+            if not cur.first():
+                return 0
+            while removed < limit:
+                key = cur.key()
+                if not key:
+                    break
+                off = _unpack_q(key)[0]
+                m = decode_message(cur.value(), off)
+                size = len(m.body)
+                too_old = max_age_ms is not None and now_ms - m.store_timestamp > max_age_ms
+                too_big = max_bytes is not None and total > max_bytes
+                if not (too_old or too_big):
+                    break
+                tid = self._topic_ids.get(m.topic)
+                if tid is not None:
+                    txn.delete(_pack_cqk(tid, m.queue_id, m.queue_offset), db=self._db_cq)
+                for k in m.key_list:
+                    txn.delete(_index_key(k) + key, db=self._db_keys)
+                uniq = m.properties.get(PROP_UNIQ_KEY)
+                if uniq:
+                    txn.delete(_index_key(uniq) + key, db=self._db_keys)
+                qmin[(m.topic, m.queue_id)] = m.queue_offset + 1
+                total -= size
+                removed += 1
+                head = off + 1
+                if not cur.delete():  # moved past the last record
+                    break
+            if removed:
+                txn.put(b"bytes", _pack_q(total), db=self._db_meta)
+        if removed:
+            for qk, low in qmin.items():
+                q = self._queues.get(qk)
+                if q is not None and low > q[0]:
+                    q[0] = min(low, q[1])
+            self._bytes = total
+            self._count -= removed
+            self._head = head
+            self._commits += 1
+        return removed
+
+    def _clear_sync(self) -> None:
+        with self._env.begin(write=True) as txn:
+            for db in (self._db_log, self._db_cq, self._db_qmax, self._db_topics, self._db_keys,
+                       self._db_tables):
+                txn.drop(db, delete=False)
+            txn.put(b"next", _pack_q(0), db=self._db_meta)
+            txn.put(b"bytes", _pack_q(0), db=self._db_meta)
+        commits, fsyncs = self._commits, self._fsyncs
+        self._reset_state()
+        self._commits, self._fsyncs = commits + 1, fsyncs
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._env is None:
+            raise RuntimeError("store is closed")
+        return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
+
+    def _index_range(self, topic: str, queue_id: int, offset: int, max_count: int) -> tuple[bytes, int, int] | None:
+        q = self._queues.get((topic, queue_id))
+        tid = self._topic_ids.get(topic)
+        if q is None or tid is None or max_count <= 0:
+            return None
+        start = max(offset, q[0])
+        end = min(q[1], start + max_count)
+        if start >= end:
+            return None
+        return _pack_qk(tid, queue_id), start, end
+
+    def _read_index_sync(self, prefix: bytes, start: int, end: int, txn: Any = None) -> list[IndexEntry]:
+        out: list[IndexEntry] = []
+        own = txn is None
+        if own:
+            txn = self._env.begin()
+        try:
+            cur = txn.cursor(db=self._db_cq)
+            if not cur.set_range(prefix + _pack_q(start)):
+                return out
+            for k, v in cur:
+                if k[:8] != prefix:
+                    break
+                qoff = _unpack_q(k[8:])[0]
+                if qoff >= end:
+                    break
+                c, th, size, ts = _unpack_cqv(v)
+                out.append(IndexEntry(qoff, c, th, size, ts))
+        finally:
+            if own:
+                txn.abort()
+        return out
+
+    async def read_index(self, topic: str, queue_id: int, offset: int, max_count: int) -> list[IndexEntry]:
+        r = self._index_range(topic, queue_id, offset, max_count)
+        if r is None:
+            return []
+        return await self._read(self._read_index_sync, *r)  # type: ignore[no-any-return]
+
+    def _read_messages_sync(self, offsets: Sequence[int], txn: Any = None) -> list[Message | None]:
+        out: list[Message | None] = []
+        own = txn is None
+        if own:
+            txn = self._env.begin()
+        try:
+            db = self._db_log
+            get = txn.get
+            for off in offsets:
+                raw = get(_pack_q(off), db=db) if off >= 0 else None
+                out.append(decode_message(raw, off) if raw is not None else None)
+        finally:
+            if own:
+                txn.abort()
+        return out
+
+    async def read_messages(self, commit_offsets: Sequence[int]) -> list[Message | None]:
+        offsets = list(commit_offsets)
+        if not offsets:
+            return []
+        return await self._read(self._read_messages_sync, offsets)  # type: ignore[no-any-return]
+
+    def _read_queue_sync(self, prefix: bytes, start: int, end: int) -> list[Message]:
+        with self._env.begin() as txn:
+            entries = self._read_index_sync(prefix, start, end, txn)
+            msgs = self._read_messages_sync([e.commit_offset for e in entries], txn)
+        return [m for m in msgs if m is not None]
+
+    async def read_queue(self, topic: str, queue_id: int, offset: int, max_count: int) -> list[Message]:
+        r = self._index_range(topic, queue_id, offset, max_count)
+        if r is None:
+            return []
+        return await self._read(self._read_queue_sync, *r)  # type: ignore[no-any-return]
+
+    def min_offset(self, topic: str, queue_id: int) -> int:
+        q = self._queues.get((topic, queue_id))
+        return q[0] if q is not None else 0
+
+    def max_offset(self, topic: str, queue_id: int) -> int:
+        q = self._queues.get((topic, queue_id))
+        return q[1] if q is not None else 0
+
+    def queues(self) -> Iterable[tuple[str, int]]:
+        return list(self._queues)
+
+    def commit_log_max(self) -> int:
+        return self._next
+
+    def _offset_for_timestamp_sync(self, prefix: bytes, lo: int, hi: int, timestamp_ms: int) -> int:
+        # store times grow with queue offsets (they are assigned by one clock at append time):
+        # binary search for the first entry at or after timestamp_ms
+        with self._env.begin() as txn:
+            get = txn.get
+            db = self._db_cq
+            while lo < hi:
+                mid = (lo + hi) // 2
+                raw = get(prefix + _pack_q(mid), db=db)
+                if raw is None:  # removed by retention meanwhile
+                    lo = mid + 1
+                    continue
+                if _unpack_cqv(raw)[3] >= timestamp_ms:
+                    hi = mid
+                else:
+                    lo = mid + 1
+        return lo
+
+    async def offset_for_timestamp(self, topic: str, queue_id: int, timestamp_ms: int) -> int:
+        q = self._queues.get((topic, queue_id))
+        tid = self._topic_ids.get(topic)
+        if q is None or tid is None:
+            return 0
+        if q[0] >= q[1]:
+            return q[1]
+        return await self._read(  # type: ignore[no-any-return]
+            self._offset_for_timestamp_sync, _pack_qk(tid, queue_id), q[0], q[1], timestamp_ms
+        )
+
+    def _lookup_key_sync(self, prefix: bytes, max_count: int) -> list[int]:
+        out: list[int] = []
+        with self._env.begin() as txn:
+            cur = txn.cursor(db=self._db_keys)
+            if cur.set_range(prefix + b"\xff" * 8):
+                ok = cur.prev()
+            else:
+                ok = cur.last()
+            while ok and len(out) < max_count:
+                k = cur.key()
+                if len(k) != len(prefix) + 8 or not k.startswith(prefix):
+                    break
+                out.append(_unpack_q(k[-8:])[0])
+                ok = cur.prev()
+        out.reverse()
+        return out
+
+    async def lookup_key(self, key: str, max_count: int = 64) -> list[int]:
+        if not key or max_count <= 0:
+            return []
+        return await self._read(self._lookup_key_sync, _index_key(key), max_count)  # type: ignore[no-any-return]
+
+    # -- tables --------------------------------------------------------------------------------
+    def _get_sync(self, k: bytes) -> Any | None:
+        with self._env.begin() as txn:
+            raw = txn.get(k, db=self._db_tables)
+        return decode_value(raw) if raw is not None else None
+
+    async def get(self, table: str, key: bytes) -> Any | None:
+        return await self._read(self._get_sync, _table_prefix(table) + key)
+
+    def _scan_sync(self, prefix: bytes, start: bytes, end: bytes | None, limit: int | None) -> list[tuple[bytes, Any]]:
+        out: list[tuple[bytes, Any]] = []
+        n = len(prefix)
+        with self._env.begin() as txn:
+            cur = txn.cursor(db=self._db_tables)
+            if not cur.set_range(prefix + start):
+                return out
+            for k, v in cur:
+                if k[:n] != prefix:
+                    break
+                key = k[n:]
+                if end is not None and key >= end:
+                    break
+                out.append((key, decode_value(v)))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    async def scan(
+        self, table: str, start: bytes = b"", end: bytes | None = None, limit: int | None = None
+    ) -> list[tuple[bytes, Any]]:
+        if limit is not None and limit <= 0:
+            return []
+        return await self._read(self._scan_sync, _table_prefix(table), start, end, limit)  # type: ignore[no-any-return]
+
+    # -- housekeeping --------------------------------------------------------------------------
+    async def retain(self, *, max_age_ms: int | None, max_bytes: int | None, now_ms: int) -> int:
+        """Delete from the head in chunks, each its own short transaction in the writer's queue,
+        so appends keep flowing between chunks."""
+        if self._closed or (max_age_ms is None and max_bytes is None):
+            return 0
+        total = 0
+        chunk = 2000
+        while True:
+            op = _Op(_RETAIN, args=(max_age_ms, max_bytes, now_ms, chunk))
+            await self._submit(op)
+            total += op.result
+            if op.result < chunk:
+                return total
+
+    async def clear(self) -> None:
+        if self._closed:
+            raise RuntimeError("store is closed")
+        await self._submit(_Op(_CLEAR))
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "messages": self._count,
+            "bytes": self._bytes,
+            "commits": self._commits,
+            "fsyncs": self._fsyncs,
+            "commit_log_min": self._head,
+            "commit_log_max": self._next,
+        }

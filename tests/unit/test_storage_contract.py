@@ -1,0 +1,367 @@
+"""One contract, every store: MemoryStore and LmdbStore (sync and async flush)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+import trio
+
+from rocketlite.core.errors import StorageFull
+from rocketlite.core.message import PROP_UNIQ_KEY, Message, tag_hash
+from rocketlite.storage.base import Store, WriteBatch
+from rocketlite.storage.lmdb_store import LmdbStore
+from rocketlite.storage.memory import MemoryStore
+
+KINDS = ["memory", "lmdb-sync", "lmdb-async"]
+
+
+def make_store(kind: str, path: Path, **kw: object) -> Store:
+    if kind == "memory":
+        return MemoryStore()
+    return LmdbStore(path / "data", flush=kind.split("-")[1], flush_interval_ms=50, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    s = make_store(kind, tmp_path)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def msg(topic: str = "T", qid: int = 0, body: bytes = b"x", *, ts: int = 1000, tags: str = "", keys: str = "",
+        uniq: str = "", props: dict[str, str] | None = None) -> Message:
+    p = dict(props or {})
+    if uniq:
+        p[PROP_UNIQ_KEY] = uniq
+    return Message(topic=topic, body=body, queue_id=qid, tags=tags, keys=keys, properties=p,
+                   store_timestamp=ts, born_timestamp=ts - 1, born_host="127.0.0.1:1234")
+
+
+async def append(store: Store, *msgs: Message, puts=(), deletes=()) -> list[tuple[int, int]]:  # type: ignore[no-untyped-def]
+    res = await store.write(WriteBatch(messages=list(msgs), puts=list(puts), deletes=list(deletes)))
+    return [(r.commit_offset, r.queue_offset) for r in res]
+
+
+async def test_batch_append_assigns_commit_and_queue_offsets(store: Store) -> None:
+    assert store.commit_log_max() == 0
+    a, b, c = msg("A", 0), msg("A", 1), msg("A", 0)
+    assert await append(store, a, b, c) == [(0, 0), (1, 0), (2, 1)]
+    assert (a.commit_offset, a.queue_offset, c.commit_offset, c.queue_offset) == (0, 0, 2, 1)
+    assert await append(store, msg("B", 3), msg("A", 0)) == [(3, 0), (4, 2)]
+    assert store.commit_log_max() == 5
+    assert sorted(store.queues()) == [("A", 0), ("A", 1), ("B", 3)]
+    assert await append(store) == []  # empty batch
+
+
+async def test_read_index_and_messages_by_range(store: Store) -> None:
+    sent = [msg("T", 2, f"m{i}".encode(), ts=100 + i, tags="TagA" if i % 2 else "TagB", keys=f"k{i}",
+                uniq=f"U{i}", props={"p": str(i)}) for i in range(10)]
+    await append(store, *sent[:4])
+    await append(store, msg("other", 0))
+    await append(store, *sent[4:])
+    idx = await store.read_index("T", 2, 3, 4)
+    assert [e.queue_offset for e in idx] == [3, 4, 5, 6]
+    assert [e.commit_offset for e in idx] == [3, 5, 6, 7]
+    assert [e.tag_hash for e in idx] == [tag_hash("TagA"), tag_hash("TagB"), tag_hash("TagA"), tag_hash("TagB")]
+    assert [e.size for e in idx] == [2, 2, 2, 2]
+    assert [e.store_timestamp for e in idx] == [103, 104, 105, 106]
+    assert [e.queue_offset for e in await store.read_index("T", 2, 8, 100)] == [8, 9]
+    assert await store.read_index("T", 2, 10, 5) == []
+    assert await store.read_index("T", 2, 0, 0) == []
+    assert await store.read_index("nope", 0, 0, 5) == []
+    got = await store.read_queue("T", 2, 0, 100)
+    assert [m.body for m in got] == [m.body for m in sent]
+    for g, s in zip(got, sent):
+        assert (g.topic, g.queue_id, g.tags, g.keys, g.properties, g.store_timestamp, g.born_timestamp,
+                g.born_host, g.queue_offset, g.commit_offset) == (
+                s.topic, s.queue_id, s.tags, s.keys, s.properties, s.store_timestamp, s.born_timestamp,
+                s.born_host, s.queue_offset, s.commit_offset)
+    one = await store.read_messages([4, 0, 99])
+    assert one[0] is not None and one[0].topic == "other"
+    assert one[1] is not None and one[1].body == b"m0"
+    assert one[2] is None
+    # reads are copies: changing them changes nothing stored
+    got[0].properties["p"] = "changed"
+    (again,) = await store.read_messages([0])
+    assert again is not None and again.properties["p"] == "0"
+
+
+async def test_min_max_offsets(store: Store) -> None:
+    assert (store.min_offset("T", 0), store.max_offset("T", 0)) == (0, 0)
+    await append(store, *[msg("T", 0) for _ in range(5)])
+    assert (store.min_offset("T", 0), store.max_offset("T", 0)) == (0, 5)
+    assert (store.min_offset("T", 1), store.max_offset("T", 1)) == (0, 0)
+
+
+async def test_offset_for_timestamp(store: Store) -> None:
+    await append(store, *[msg("T", 0, ts=t) for t in (10, 20, 20, 30, 40)])
+    assert await store.offset_for_timestamp("T", 0, 0) == 0
+    assert await store.offset_for_timestamp("T", 0, 10) == 0
+    assert await store.offset_for_timestamp("T", 0, 15) == 1
+    assert await store.offset_for_timestamp("T", 0, 20) == 1
+    assert await store.offset_for_timestamp("T", 0, 31) == 4
+    assert await store.offset_for_timestamp("T", 0, 41) == 5
+    assert await store.offset_for_timestamp("none", 0, 41) == 0
+
+
+async def test_lookup_by_key_and_unique_id(store: Store) -> None:
+    await append(store, msg(keys="order-1 shared", uniq="AAA"), msg(keys="order-2 shared", uniq="BBB"))
+    await append(store, msg(keys="shared", uniq="CCC"))
+    long_key = "L" * 1000
+    await append(store, msg(keys=long_key, uniq="DDD"))
+    assert await store.lookup_key("order-1") == [0]
+    assert await store.lookup_key("BBB") == [1]
+    assert await store.lookup_key("shared") == [0, 1, 2]
+    assert await store.lookup_key("shared", max_count=2) == [1, 2]
+    assert await store.lookup_key(long_key) == [3]
+    assert await store.lookup_key("order") == []
+    assert await store.lookup_key("missing") == []
+
+
+async def test_tables_put_get_scan_delete_atomic_with_appends(store: Store) -> None:
+    value = {"offset": 7, "list": [1, "a", b"b"], "nested": {"x": None}}
+    await append(store, msg(), puts=[("offsets", b"g1|T|0", value), ("offsets", b"g1|T|1", 3), ("topics", b"T", "cfg")])
+    assert await store.get("offsets", b"g1|T|0") == value
+    assert await store.get("offsets", b"missing") is None
+    assert await store.get("nope", b"g1|T|0") is None
+    await append(store, puts=[("offsets", b"g2|T|0", 1), ("offsets", b"g1|T|1", 4)], deletes=[("topics", b"T")])
+    assert await store.scan("offsets") == [(b"g1|T|0", value), (b"g1|T|1", 4), (b"g2|T|0", 1)]
+    assert await store.scan("offsets", b"g1|", b"g1|\xff") == [(b"g1|T|0", value), (b"g1|T|1", 4)]
+    assert await store.scan("offsets", b"g1|T|1") == [(b"g1|T|1", 4), (b"g2|T|0", 1)]
+    assert await store.scan("offsets", limit=1) == [(b"g1|T|0", value)]
+    assert await store.scan("topics") == []
+    assert await store.scan("off") == []  # a prefix of a table name is another table
+    # values read back are copies
+    got = await store.get("offsets", b"g1|T|0")
+    got["offset"] = 99
+    assert (await store.get("offsets", b"g1|T|0"))["offset"] == 7
+    await append(store, deletes=[("offsets", b"g1|T|0"), ("offsets", b"never-there")])
+    assert [k for k, _ in await store.scan("offsets")] == [b"g1|T|1", b"g2|T|0"]
+
+
+async def test_retention_by_age_deletes_from_head(store: Store) -> None:
+    await append(store, *[msg("A", 0, b"12345", ts=t) for t in (100, 200, 300)])
+    await append(store, *[msg("B", 1, b"12345", ts=t, keys="k") for t in (150, 400)])
+    # commit order: A0@100 A1@200 A2@300 B0@150 B1@400 -> the head stops at the first young one
+    removed = await store.retain(max_age_ms=500, max_bytes=None, now_ms=750)  # older than 250
+    assert removed == 2
+    assert (store.min_offset("A", 0), store.max_offset("A", 0)) == (2, 3)
+    assert (store.min_offset("B", 1), store.max_offset("B", 1)) == (0, 2)
+    assert await store.read_messages([0, 1, 2]) == [None, None, await _one(store, 2)]
+    assert [e.queue_offset for e in await store.read_index("A", 0, 0, 10)] == [2]
+    # reading below the minimum is clamped
+    assert [m.queue_offset for m in await store.read_queue("A", 0, 0, 10)] == [2]
+    assert await store.retain(max_age_ms=None, max_bytes=None, now_ms=750) == 0
+    assert await store.retain(max_age_ms=0, max_bytes=None, now_ms=10_000) == 3
+    assert (store.min_offset("A", 0), store.max_offset("A", 0)) == (3, 3)
+    assert (store.min_offset("B", 1), store.max_offset("B", 1)) == (2, 2)
+    assert await store.lookup_key("k") == []
+    # offsets stay dense after the queue emptied
+    assert await append(store, msg("A", 0), msg("B", 1)) == [(5, 3), (6, 2)]
+    assert await store.offset_for_timestamp("A", 0, 0) == 3
+
+
+async def _one(store: Store, off: int) -> Message | None:
+    return (await store.read_messages([off]))[0]
+
+
+async def test_retention_by_size_keeps_newest(store: Store) -> None:
+    await append(store, *[msg("A", 0, b"x" * 100, ts=i) for i in range(10)])
+    removed = await store.retain(max_age_ms=None, max_bytes=350, now_ms=10)
+    assert removed == 7
+    assert store.min_offset("A", 0) == 7
+    assert store.stats()["bytes"] == 300
+    assert store.stats()["messages"] == 3
+
+
+async def test_retention_while_writers_continue(store: Store) -> None:
+    acked: list[int] = []
+
+    async def writer(n: int) -> None:
+        for i in range(60):
+            res = await store.write(WriteBatch([msg("W", n % 2, b"y" * 50, ts=i)]))
+            acked.append(res[0].commit_offset)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(4):
+            nursery.start_soon(writer, n)
+        for _ in range(10):
+            await store.retain(max_age_ms=None, max_bytes=50 * 20, now_ms=0)
+            await trio.sleep(0)
+    await store.retain(max_age_ms=None, max_bytes=50 * 20, now_ms=0)
+    assert sorted(acked) == list(range(240))
+    assert store.stats()["messages"] == 20
+    kept = 0
+    for q in (0, 1):
+        lo, hi = store.min_offset("W", q), store.max_offset("W", q)
+        assert hi == 120
+        got = await store.read_queue("W", q, 0, 1000)
+        assert [m.queue_offset for m in got] == list(range(lo, hi))
+        kept += len(got)
+    assert kept == 20
+
+
+async def test_clear_removes_everything(store: Store) -> None:
+    await append(store, msg("A", 0, keys="k"), puts=[("t", b"k", 1)])
+    await store.clear()
+    assert store.commit_log_max() == 0
+    assert list(store.queues()) == []
+    assert store.max_offset("A", 0) == 0
+    assert await store.scan("t") == []
+    assert await store.lookup_key("k") == []
+    assert await store.read_messages([0]) == [None]
+    assert await append(store, msg("B", 0)) == [(0, 0)]
+
+
+async def test_concurrent_writers_get_distinct_dense_offsets(store: Store) -> None:
+    results: list[tuple[int, int, int]] = []
+
+    async def writer(n: int) -> None:
+        for i in range(20):
+            batch = [msg("C", n % 4, f"{n}:{i}:{j}".encode()) for j in range(1 + (n + i) % 3)]
+            for m, r in zip(batch, await store.write(WriteBatch(batch))):
+                results.append((m.queue_id, r.queue_offset, r.commit_offset))
+                assert (m.queue_offset, m.commit_offset) == (r.queue_offset, r.commit_offset)
+
+    async with trio.open_nursery() as nursery:
+        for n in range(64):
+            nursery.start_soon(writer, n)
+    commit = sorted(c for _, _, c in results)
+    assert commit == list(range(len(results)))
+    for q in range(4):
+        offs = sorted(o for qid, o, _ in results if qid == q)
+        assert offs == list(range(len(offs)))
+        assert store.max_offset("C", q) == len(offs)
+    # queue order follows commit order within each queue
+    for q in range(4):
+        by_commit = sorted((c, o) for qid, o, c in results if qid == q)
+        assert [o for _, o in by_commit] == sorted(o for _, o in by_commit)
+    for m in await store.read_queue("C", 0, 0, 10_000):
+        n, i, j = m.body.decode().split(":")
+        assert int(n) % 4 == 0
+
+
+async def test_cancelled_writers_never_half_apply(store: Store) -> None:
+    outcomes: list[tuple[list[Message], bool]] = []
+
+    async def writer(n: int) -> None:
+        batch = [msg("X", 0, f"{n}:{j}".encode()) for j in range(3)]
+        done = False
+        with trio.move_on_after(random.choice([0, 0.0001, 0.001, 1])):
+            await store.write(WriteBatch(batch, puts=[("t", f"{n:03}".encode(), n)]))
+            done = True
+        outcomes.append((batch, done))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(100):
+            nursery.start_soon(writer, n)
+    stored = {m.body: m.commit_offset for m in await store.read_queue("X", 0, 0, 10_000)}
+    assert sorted(stored.values()) == list(range(len(stored)))
+    table = dict(await store.scan("t"))
+    for batch, done in outcomes:
+        present = [m.body in stored for m in batch]
+        assert all(present) or not any(present)
+        if done:
+            assert all(present)
+        if all(present):
+            assert [stored[m.body] for m in batch] == [m.commit_offset for m in batch]
+            n = int(batch[0].body.split(b":")[0])
+            assert table[f"{n:03}".encode()] == n
+
+
+# -- LMDB only --------------------------------------------------------------------------------
+
+lmdb_kinds = pytest.mark.parametrize("kind", ["lmdb-sync", "lmdb-async"])
+
+
+@lmdb_kinds
+async def test_reopen_keeps_everything(kind: str, tmp_path: Path) -> None:
+    s = make_store(kind, tmp_path)
+    await s.open()
+    await append(s, *[msg("A", q, f"{i}".encode(), ts=i, keys=f"k{i}", uniq=f"U{i}") for i in range(6) for q in (0, 1)],
+                 puts=[("t", b"a", {"x": 1})])
+    await append(s, msg("B", 0, b"b"))
+    await s.retain(max_age_ms=None, max_bytes=5, now_ms=0)
+    before = (s.commit_log_max(), sorted(s.queues()), [(s.min_offset(t, q), s.max_offset(t, q)) for t, q in sorted(s.queues())],
+              s.stats()["bytes"], s.stats()["messages"])
+    await s.close()
+    s2 = make_store(kind, tmp_path)
+    await s2.open()
+    try:
+        after = (s2.commit_log_max(), sorted(s2.queues()), [(s2.min_offset(t, q), s2.max_offset(t, q)) for t, q in sorted(s2.queues())],
+                 s2.stats()["bytes"], s2.stats()["messages"])
+        assert after == before
+        assert await s2.get("t", b"a") == {"x": 1}
+        assert [m.body for m in await s2.read_queue("A", 1, 0, 100)] == [b"4", b"5"]
+        assert await s2.lookup_key("U5") == [10, 11]
+        assert await append(s2, msg("A", 1), msg("C", 0)) == [(13, 6), (14, 0)]
+    finally:
+        await s2.close()
+
+
+@lmdb_kinds
+async def test_one_bad_batch_fails_alone(kind: str, tmp_path: Path) -> None:
+    s = make_store(kind, tmp_path)
+    await s.open()
+    errors: list[BaseException] = []
+    try:
+        async def good(n: int) -> None:
+            await s.write(WriteBatch([msg("G", 0, b"%d" % n)], puts=[("t", b"%d" % n, n)]))
+
+        async def bad() -> None:
+            try:
+                await s.write(WriteBatch([msg("G", 0, b"bad")], puts=[("t", b"bad", object())]))
+            except Exception as exc:  # noqa: BLE001
+                errors.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for n in range(10):
+                nursery.start_soon(good, n)
+                if n == 5:
+                    nursery.start_soon(bad)
+        assert len(errors) == 1
+        bodies = sorted(m.body for m in await s.read_queue("G", 0, 0, 100))
+        assert bodies == sorted(b"%d" % n for n in range(10))
+        assert s.max_offset("G", 0) == 10
+        assert await s.get("t", b"bad") is None
+    finally:
+        await s.close()
+
+
+async def test_refuses_writes_below_free_disk_floor(tmp_path: Path) -> None:
+    s = LmdbStore(tmp_path / "d", min_free_disk_mb=1 << 40)
+    await s.open()
+    try:
+        with pytest.raises(StorageFull):
+            await s.write(WriteBatch([msg()]))
+        assert s.commit_log_max() == 0
+    finally:
+        await s.close()
+
+
+async def test_record_codec_round_trip_and_fallback() -> None:
+    from rocketlite.storage.records import CorruptRecord, decode_message, encode_message
+
+    m = Message("T", b"\x00body", 3, "tag", "a b", {"k": "v", "ü": "é"}, 1, 2, 3, "h:1", 4, 5, 6, 7)
+    big = m.copy(flag=1 << 40, topic="t" * 70_000)
+    for x in (m, big, Message("t", b"")):
+        rec = encode_message(x)
+        assert rec[0] in (1, 2)
+        y = decode_message(rec, x.commit_offset)
+        assert y == x
+    assert encode_message(big)[0] == 2
+    with pytest.raises(CorruptRecord):
+        decode_message(b"\x09abc", 0)
+    with pytest.raises(CorruptRecord):
+        decode_message(encode_message(m)[:20], 0)
