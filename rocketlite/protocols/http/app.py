@@ -759,10 +759,10 @@ class OpsApp:
             raise HttpError(404, f"message {req.params['id']} not found")
         send_back = getattr(b, "send_back", None)
         if send_back is not None:
-            try:
-                result = await send_back(group, m)
+            try:  # delay level 1 (1 s): an operator's resend should arrive now, not after a backoff
+                result = await send_back(group, m, delay_level=1)
             except TypeError:
-                result = await send_back(m, group)
+                result = await send_back(group, m)
             how = "send_back"
             new_id = getattr(result, "unique_id", None)
         else:
