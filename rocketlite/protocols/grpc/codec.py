@@ -215,7 +215,6 @@ class ConnectionEnded:
 @dataclass(slots=True)
 class _Stream:
     reader: MessageReader
-    unacked: int = 0
     failed: bool = False
     headers_sent: bool = False
 
@@ -350,16 +349,16 @@ class GrpcConnection:
                 self._ack_safe(flow, sid)
             self._fail(sid, exc.status, exc.message, out)
             return
-        st.unacked += flow
         if not payloads:
+            # part of a message: credit now (the reader's size limit bounds what is buffered),
+            # or a message larger than the window could never complete
+            if flow:
+                self._ack_safe(flow, sid)
             return
-        # credit for bytes of the last completed message is returned when it is consumed;
-        # partial-message bytes ride along with it.
-        credit, st.unacked = st.unacked, 0
+        # the credit for a chunk that completed messages is returned when the handler takes the
+        # last of them: a reader that stops reading stops only its own stream
         for i, p in enumerate(payloads):
-            out.append(CallMessage(sid, p, credit if i == len(payloads) - 1 else 0))
-        if ev.stream_ended is not None:
-            pass  # StreamEnded event follows
+            out.append(CallMessage(sid, p, flow if i == len(payloads) - 1 else 0))
 
     def _ack_safe(self, n: int, sid: int) -> None:
         try:
