@@ -1,0 +1,375 @@
+"""The MQTT front-end: Trio TCP listener and the WebSocket route, around the sans-IO codec.
+
+One task reads (feeding the decoder, storing publishes, answering), one task writes: every
+packet a connection must send is encoded into one output buffer that the writer drains with
+one ``send_all`` per wake-up, so fan-out from many publishers coalesces into few syscalls.
+
+Error policy: a packet the codec rejects closes only that connection, after a DISCONNECT with
+the reason code (MQTT 5) or a CONNACK with an error code (bad CONNECT). Keep-alive: nothing
+received for 1.5 x the keep-alive closes the connection and publishes the will.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import socket
+from typing import Any, Awaitable, Callable
+
+import trio
+
+from rocketlite.core.errors import BrokerError
+from rocketlite.frontends import FrontEndContext
+from rocketlite.protocols.mqtt import codec as C
+from rocketlite.protocols.mqtt.manager import MqttManager, MqttSettings
+from rocketlite.protocols.mqtt.session import Session, SessionError
+
+log = logging.getLogger("rocketlite.mqtt")
+
+MAX_OUT_BUFFER = 16 * 1024 * 1024  # beyond this, QoS 0 deliveries to a slow client are dropped
+
+
+class MqttConnection:
+    """One network connection (TCP or WebSocket)."""
+
+    def __init__(self, manager: MqttManager, peer: str, send: Callable[[bytes], Awaitable[None]]) -> None:
+        self.manager = manager
+        self.peer = peer
+        self._send = send
+        self.decoder = C.Decoder(manager.settings.max_packet_size)
+        self.client_id = ""
+        self.version = 4
+        self.session: Session | None = None
+        self.will: C.Will | None = None
+        self.replaying = False
+        self.held: list[Any] = []
+        self.connected = False
+        self.graceful = False
+        self._out = bytearray()
+        self._wake = trio.Event()
+        self._closing = False
+        self._cancel: trio.CancelScope | None = None
+        self.inbound_inflight = 0
+
+    # -- output ----------------------------------------------------------------------------------
+    def send_packet(self, pkt: Any) -> None:
+        if self._closing:
+            return
+        if pkt.type == C.PUBLISH:
+            if pkt.qos == 0 and len(self._out) > MAX_OUT_BUFFER:
+                self.manager.stats["dropped"] += 1
+                return
+            self.manager.stats["sent"] += 1
+            self._out += C.encode_publish(pkt, self.version)
+        else:
+            self._out += C.encode(pkt, self.version)
+        self._wake.set()
+
+    def send_packets(self, pkts: list[Any]) -> None:
+        for p in pkts:
+            self.send_packet(p)
+
+    def kick(self, reason: int) -> None:
+        """Close from the server side (take-over, admin reset)."""
+        if self.version == 5 and self.connected:
+            self.send_packet(C.Disconnect(reason))
+        self._closing = True
+        self.graceful = True  # a kicked client's will is handled by whoever kicked it
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._out:
+                data = bytes(self._out)
+                self._out.clear()
+                await self._send(data)
+
+    async def _flush(self) -> None:
+        if self._out:
+            data = bytes(self._out)
+            self._out.clear()
+            with trio.move_on_after(1):
+                await self._send(data)
+
+    # -- input -----------------------------------------------------------------------------------
+    async def run(self, receive: Callable[[], Awaitable[bytes]]) -> None:
+        st = self.manager.settings
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                with trio.CancelScope() as cancel:
+                    self._cancel = cancel
+                    try:
+                        await self._read_loop(receive, st.connect_timeout)
+                    except C.MqttError as exc:
+                        log.debug("mqtt %s %s: %s", self.peer, self.client_id, exc)
+                        if self.connected:
+                            if self.version == 5:
+                                self.send_packet(C.Disconnect(exc.reason, {C.P_REASON_STRING: exc.message[:200]}))
+                        elif exc.reason in (C.RC_UNSUPPORTED_VERSION,):
+                            self.version = 4
+                            self._out += C.encode(C.Connack(False, exc.reason), 4)
+                    except SessionError as exc:
+                        if self.connected and self.version == 5:
+                            self.send_packet(C.Disconnect(exc.reason, {C.P_REASON_STRING: str(exc)[:200]}))
+                    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+                        pass
+                self._closing = True
+                await self._flush()
+                nursery.cancel_scope.cancel()
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.manager.connection_lost(self, graceful=self.graceful)
+                except Exception:  # noqa: BLE001
+                    log.exception("mqtt connection cleanup failed for %s", self.client_id)
+
+    async def _read_loop(self, receive: Callable[[], Awaitable[bytes]], connect_timeout: float) -> None:
+        timeout = connect_timeout
+        while True:
+            with trio.move_on_after(timeout) as cs:
+                data = await receive()
+            if cs.cancelled_caught:
+                if self.connected:
+                    raise C.MqttError(C.RC_KEEP_ALIVE_TIMEOUT, "keep-alive timeout")
+                return
+            if not data:
+                return
+            pkts = self.decoder.feed(data)
+            if not pkts:
+                continue
+            if not self.connected:
+                first = pkts[0]
+                if not isinstance(first, C.Connect):
+                    raise C.protocol_error("first packet must be CONNECT")
+                ok = await self._on_connect(first)
+                if not ok:
+                    return
+                s = self.session
+                assert s is not None
+                timeout = s.keep_alive * 1.5 if s.keep_alive else math.inf
+                pkts = pkts[1:]
+            await self._process(pkts)
+            if self.graceful or self._closing:
+                return
+
+    async def _on_connect(self, pkt: C.Connect) -> bool:
+        self.version = pkt.version
+        connack, session = await self.manager.connect(self, pkt)
+        if session is None:
+            self._out += C.encode(connack, self.version)
+            self._wake.set()
+            return False
+        self.connected = True
+        self.send_packet(connack)
+        await self.manager.after_connack(self)
+        return True
+
+    async def _process(self, pkts: list[Any]) -> None:
+        batch: list[C.Publish] = []
+        s = self.session
+        assert s is not None
+        for p in pkts:
+            t = p.type
+            if t == C.PUBLISH:
+                if self.version == 5:
+                    s.resolve_alias(p)
+                    if C.P_SUBSCRIPTION_ID in p.properties:
+                        raise C.protocol_error("subscription identifier in PUBLISH")
+                if p.qos == 2 and (s.incoming_qos2_seen(p.packet_id) or any(
+                        b.packet_id == p.packet_id and b.qos == 2 for b in batch)):
+                    if batch:
+                        await self._store(batch)
+                        batch = []
+                    self.send_packet(C.Ack(C.PUBREC, p.packet_id))
+                    continue
+                if p.topic.startswith("$SYS"):
+                    if p.qos == 1:
+                        self.send_packet(C.Ack(C.PUBACK, p.packet_id))
+                    elif p.qos == 2:
+                        s.incoming_qos2_stored(p.packet_id)
+                        self.send_packet(C.Ack(C.PUBREC, p.packet_id))
+                    continue
+                batch.append(p)
+                continue
+            if batch:
+                await self._store(batch)
+                batch = []
+            await self._other(p, s)
+            if self.graceful or self._closing:
+                return
+        if batch:
+            await self._store(batch)
+
+    async def _store(self, batch: list[C.Publish]) -> None:
+        s = self.session
+        assert s is not None
+        try:
+            await self.manager.publish(batch, self.client_id, self.peer)
+            failed = 0
+        except BrokerError as exc:
+            log.warning("mqtt publish from %s refused: %s", self.client_id, exc)
+            if self.version != 5:
+                raise C.MqttError(C.RC_IMPLEMENTATION_SPECIFIC, str(exc)) from exc
+            failed = C.RC_IMPLEMENTATION_SPECIFIC
+        for p in batch:
+            if p.qos == 1:
+                self.send_packet(C.Ack(C.PUBACK, p.packet_id, failed))
+            elif p.qos == 2:
+                if not failed:
+                    s.incoming_qos2_stored(p.packet_id)
+                self.send_packet(C.Ack(C.PUBREC, p.packet_id, failed))
+
+    async def _other(self, p: Any, s: Session) -> None:
+        t = p.type
+        s.touch(0)
+        if t == C.PUBACK:
+            if s.on_puback(p.packet_id):
+                self.send_packets(s.pump(self.manager.now() if s.queue else 0))
+        elif t == C.PUBREC:
+            rel = s.on_pubrec(p.packet_id, p.reason)
+            if rel is not None:
+                self.send_packet(rel)
+            else:
+                self.send_packets(s.pump(self.manager.now()))
+        elif t == C.PUBCOMP:
+            if s.on_pubcomp(p.packet_id):
+                self.send_packets(s.pump(self.manager.now() if s.queue else 0))
+        elif t == C.PUBREL:
+            self.send_packet(s.on_pubrel(p.packet_id))
+        elif t == C.SUBSCRIBE:
+            suback, retained = await self.manager.subscribe(self, p)
+            self.send_packet(suback)
+            self.send_packets(retained)
+        elif t == C.UNSUBSCRIBE:
+            self.send_packet(await self.manager.unsubscribe(self, p))
+        elif t == C.PINGREQ:
+            self.send_packet(C.PingResp())
+        elif t == C.DISCONNECT:
+            if self.version == 5:
+                exp = p.properties.get(C.P_SESSION_EXPIRY)
+                if exp is not None:
+                    if s.expiry_interval == 0 and exp != 0:
+                        raise C.protocol_error("session expiry set on DISCONNECT after 0 on CONNECT")
+                    self.manager.set_session_expiry(s, exp)
+                if p.reason == C.RC_DISCONNECT_WITH_WILL:
+                    self._closing = True
+                    return
+            self.will = None
+            self.graceful = True
+        elif t == C.CONNECT:
+            raise C.protocol_error("second CONNECT")
+        elif t == C.AUTH:
+            raise C.MqttError(C.RC_BAD_AUTH_METHOD, "enhanced authentication is not supported")
+        else:
+            raise C.protocol_error(f"unexpected {C.PACKET_NAMES.get(t, t)} from a client")
+
+
+class MqttFrontEnd:
+    name = "mqtt"
+
+    async def serve(self, ctx: FrontEndContext, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        sec = ctx.settings.section("mqtt")
+        settings = MqttSettings.from_section(sec)
+        manager = MqttManager(ctx.broker, settings)
+        await manager.start()
+        ctx.services["mqtt"] = manager
+        path = str(sec.get("websocket_path", "/mqtt") or "/mqtt")
+        ctx.http_routes[path] = websocket_handler(manager)
+        host = ctx.settings.host
+        port = int(sec.get("port", 1883))
+        listeners = await trio.open_tcp_listeners(port, host=host or None)
+        bound = listeners[0].socket.getsockname()[1]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._housekeeping, manager)
+            task_status.started((host, bound))
+            await trio.serve_listeners(lambda stream: handle_tcp(manager, stream), listeners)
+
+    async def _housekeeping(self, manager: MqttManager) -> None:
+        last_sys = -math.inf
+        while True:
+            await trio.sleep(0.1)
+            try:
+                await manager.housekeeping_tick()
+                if manager.settings.sys_interval and trio.current_time() - last_sys >= manager.settings.sys_interval:
+                    last_sys = trio.current_time()
+                    manager.publish_sys()
+            except Exception:  # noqa: BLE001
+                log.exception("mqtt housekeeping")
+
+
+async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
+    try:
+        stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
+    try:
+        peer = "%s:%s" % stream.socket.getpeername()[:2]
+    except OSError:
+        peer = ""
+
+    async def receive() -> bytes:
+        try:
+            return await stream.receive_some(65536)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+
+    conn = MqttConnection(manager, peer, stream.send_all)
+    try:
+        await conn.run(receive)
+    finally:
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1):
+                await stream.aclose()
+
+
+def websocket_handler(manager: MqttManager) -> Callable[..., Awaitable[None]]:
+    """The ASGI websocket app for MQTT over WebSocket (subprotocol ``mqtt``)."""
+
+    async def app(scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], send: Callable[..., Awaitable[Any]]) -> None:
+        msg = await receive()
+        if msg.get("type") != "websocket.connect":
+            return
+        offered = [p.strip() for p in scope.get("subprotocols") or []]
+        chosen = next((p for p in ("mqtt", "mqttv3.1", "mqttv3.1.1") if p in offered), None)
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if chosen:
+            accept["subprotocol"] = chosen
+        await send(accept)
+        client = scope.get("client") or ("", 0)
+        peer = f"{client[0]}:{client[1]}" if client else ""
+        closed = False
+
+        async def ws_receive() -> bytes:
+            nonlocal closed
+            while True:
+                m = await receive()
+                kind = m.get("type")
+                if kind == "websocket.receive":
+                    data = m.get("bytes")
+                    if data is None:
+                        text = m.get("text")
+                        data = text.encode() if text else b""
+                    if data:
+                        return bytes(data)
+                    continue
+                closed = True
+                return b""
+
+        async def ws_send(data: bytes) -> None:
+            if closed:
+                raise trio.BrokenResourceError("websocket closed")
+            await send({"type": "websocket.send", "bytes": data})
+
+        conn = MqttConnection(manager, peer, ws_send)
+        await conn.run(ws_receive)
+        if not closed:
+            try:
+                await send({"type": "websocket.close", "code": 1000})
+            except Exception:  # noqa: BLE001
+                pass
+
+    return app
