@@ -32,3 +32,40 @@ def test_producer_and_simple_consumer_over_tls(tmp_path: Path) -> None:
             env={"GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tmp_path / "cert.pem")},
         )
     assert len(event(ev, "received")["ids"]) == 2
+
+
+def test_producer_and_push_consumer(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
+    ev = run_scenario("python", rocketlite_process, "push", "PyPush", "py-push", "5", home=tmp_path)
+    assert sorted(set(event(ev, "received")["bodies"])) == [f"push-{i}" for i in range(5)]
+
+
+def test_fifo_order_per_message_group(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
+    ev = run_scenario("python", rocketlite_process, "fifo", "PyFifo", "py-fifo", "5", home=tmp_path)
+    got = event(ev, "received")
+    assert got["held_back"] and all(v == list(range(5)) for v in got["order"].values())
+
+
+def test_delayed_message_not_delivered_early(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
+    ev = run_scenario("python", rocketlite_process, "delay", "PyDelay", "py-delay", "3", home=tmp_path)
+    got = event(ev, "received")
+    assert got["arrivals"][1][1] >= got["due"] - 0.05
+
+
+def test_transaction_commit_and_rollback(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
+    ev = run_scenario("python", rocketlite_process, "tx", "PyTx", "py-tx", home=tmp_path)
+    assert event(ev, "received")["bodies"] == ["committed"]
+
+
+def test_orphaned_transaction_recovery(tmp_path: Path) -> None:
+    args = ["--set", "broker.transaction_timeout_ms=1000"]
+    with RocketliteProcess(tmp_path / "data", extra_args=args) as srv:
+        ev = run_scenario("python", srv, "orphan", "PyOrphan", "py-orphan", home=tmp_path / "home")
+    assert event(ev, "checked")["body"] == "orphan"
+
+
+def test_failing_consumer_reaches_dlq(tmp_path: Path) -> None:
+    args = ["--set", "broker.max_reconsume_times=1"]
+    with RocketliteProcess(tmp_path / "data", extra_args=args) as srv:
+        ev = run_scenario("python", srv, "dlq", "PyDlq", "py-dlq", home=tmp_path / "home")
+    got = event(ev, "received")
+    assert got["dead"] == [got["id"]]

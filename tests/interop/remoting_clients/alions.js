@@ -24,10 +24,13 @@ async function produce(n, opts = {}) {
   for (let i = 0; i < n; i++) {
     const msg = new Message(cfg.topic, cfg.tag || 'TagA', `${cfg.prefix || 'm'}-${i}`);
     msg.keys = [ `key-${i}` ];
-    if (opts.delayLevel) msg.delayTimeLevel = opts.delayLevel;
-    if (opts.deliverAfterMs) msg.setStartDeliverTime(Date.now() + opts.deliverAfterMs);
+    // delay scenario: message 0 by delay level, message 1 by Aliyun start-deliver time
+    let delayMs = 0;
+    const t = Date.now();
+    if (opts.delayLevel && i === 0) { msg.delayTimeLevel = opts.delayLevel; delayMs = [ 0, 1000, 5000, 10000, 30000 ][opts.delayLevel]; }
+    if (opts.deliverAfterMs && i === 1) { msg.setStartDeliverTime(t + opts.deliverAfterMs); delayMs = opts.deliverAfterMs; }
     const r = await producer.send(msg);
-    sent.push({ body: `${cfg.prefix || 'm'}-${i}`, status: r.sendStatus, msgId: r.msgId, queue: r.messageQueue.queueId, t: Date.now() });
+    sent.push({ body: `${cfg.prefix || 'm'}-${i}`, status: r.sendStatus, msgId: r.msgId, queue: r.messageQueue.queueId, t, delayMs });
   }
   out({ event: 'produced', sent });
   await producer.close();
