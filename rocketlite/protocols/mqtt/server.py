@@ -277,6 +277,8 @@ class MqttFrontEnd:
         manager = MqttManager(ctx.broker, settings)
         await manager.start()
         ctx.services["mqtt"] = manager
+        # rocketlite.testing's reset() runs these after broker.reset(): forget sessions, retained
+        ctx.services.setdefault("reset_hooks", []).append(manager.reset)
         path = str(sec.get("websocket_path", "/mqtt") or "/mqtt")
         ctx.http_routes[path] = websocket_handler(manager)
         host = ctx.settings.host
