@@ -20,6 +20,49 @@ def node_grpc_dir() -> Path:
     return require(INTEROP / "node-grpc" / "node_modules" / "rocketmq-client-nodejs", "npm rocketmq-client-nodejs").parents[1]
 
 
+def scenario_command(lang: str, srv: RocketliteProcess, scenario: str, *args: str, home: Path) -> tuple[list[str], dict[str, str]]:
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "HOME": str(home)}
+    if lang == "python":
+        cmd = [str(venv_python("grpc-python")), str(CLIENTS / "py_client.py")]
+    else:
+        env["NODE_PATH"] = str(node_grpc_dir() / "node_modules")
+        cmd = ["node", str(CLIENTS / "node_client.js")]
+    return cmd + [scenario, srv.endpoint("grpc"), *args], env
+
+
+def interactive_scenario(
+    lang: str, srv: RocketliteProcess, scenario: str, *args: str, home: Path, pause_event: str, between: Any,
+    timeout: float = 40,
+) -> list[dict[str, Any]]:
+    """Run a scenario that stops at ``pause_event``; call ``between()``, then let it finish."""
+    cmd, env = scenario_command(lang, srv, scenario, *args, home=home)
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=str(home))
+    assert proc.stdout is not None and proc.stdin is not None
+    lines = []
+    try:
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if pause_event.encode() in line:
+                between()
+                proc.stdin.write(b"go\n")
+                proc.stdin.flush()
+                break
+        rest, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, err = proc.communicate()
+    text = b"".join(lines).decode() + rest.decode()
+    events = [json.loads(x) for x in text.splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not events or events[-1].get("event") != "done":
+        pytest.fail(f"{lang} {scenario} failed ({proc.returncode}):\n{text[-4000:]}\n{err.decode()[-6000:]}")
+    return events
+
+
 def run_scenario(
     lang: str, srv: RocketliteProcess, scenario: str, *args: str, home: Path, timeout: float = 40,
     env: dict[str, str] | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from rocketlite.protocols.grpc.tls import self_signed_pem
-from tests.interop.grpc_support import event, run_scenario
+from tests.interop.grpc_support import event, interactive_scenario, run_scenario
 from tests.support.server import RocketliteProcess
 
 pytestmark = pytest.mark.interop
@@ -69,3 +69,13 @@ def test_failing_consumer_reaches_dlq(tmp_path: Path) -> None:
         ev = run_scenario("python", srv, "dlq", "PyDlq", "py-dlq", home=tmp_path / "home")
     got = event(ev, "received")
     assert got["dead"] == [got["id"]]
+
+
+def test_acks_work_across_a_restart(tmp_path: Path) -> None:
+    with RocketliteProcess(tmp_path / "data") as srv:
+        ev = interactive_scenario(
+            "python", srv, "restart", "PyRestart", "py-restart", home=tmp_path / "home",
+            pause_event="restart-now", between=srv.restart,
+        )
+    after = event(ev, "after-restart")
+    assert after["acked"] == ["r-2", "r-3"] and after["again"] == []
