@@ -1,0 +1,1 @@
+"""Operations tooling: ``rocketlite admin`` (mqadmin verbs) and ``rocketlite produce``/``consume``."""
