@@ -14,7 +14,7 @@ Options (command line, ``ini`` key, or environment)
     ``rocketlite_seed`` (ini): a TOML seed file applied after every reset.
 
 Marker
-    ``@pytest.mark.rocketlite(seed={...} | "file.toml", in_process_only=True)``.
+    ``@pytest.mark.rocketlite(seed={...} | "file.toml", in_process_only=True, protocols=(...))``.
 
 This module is imported by *every* pytest run where rocketlite is installed, so it imports
 nothing heavy at module level: the broker code is imported inside the fixtures.
@@ -60,8 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "rocketlite(seed=None, in_process_only=False): seed the rocketlite fixture for this test "
-        "(a dict or a TOML file); in_process_only skips the test when an external broker is used",
+        "rocketlite(seed=None, in_process_only=False, protocols=None): seed the rocketlite fixtures for this "
+        "test (a dict or a TOML file); in_process_only skips the test when an external broker is used; "
+        "protocols chooses the front-ends of rocketlite_trio's per-test broker",
     )
 
 
@@ -83,10 +84,16 @@ def _marker(item: pytest.Item) -> pytest.Mark | None:
     return item.get_closest_marker("rocketlite")
 
 
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    mark = _marker(item)
-    if mark is not None and mark.kwargs.get("in_process_only") and external_spec(item.config):
-        pytest.skip("needs the in-process rocketlite (its clock or internals), but an external broker is configured")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not external_spec(config):
+        return
+    skip = pytest.mark.skip(
+        reason="needs the in-process rocketlite (its clock or internals), but an external broker is configured"
+    )
+    for item in items:
+        mark = _marker(item)
+        if mark is not None and mark.kwargs.get("in_process_only"):
+            item.add_marker(skip)
 
 
 def _seeds(request: pytest.FixtureRequest) -> list[Any]:
@@ -171,7 +178,11 @@ async def rocketlite_trio(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
         return
     from rocketlite.testing._inprocess import open_broker
 
-    async with open_broker(protocols=protocols(config)) as rl:
+    mark = _marker(request.node)  # type: ignore[arg-type]
+    chosen = protocols(config)
+    if mark is not None and mark.kwargs.get("protocols") is not None:
+        chosen = tuple(mark.kwargs["protocols"])
+    async with open_broker(protocols=chosen) as rl:
         for s in seeds:
             await rl.seed(s)
         try:

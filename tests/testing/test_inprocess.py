@@ -18,6 +18,13 @@ def fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def _fd_target(fd: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return "?"
+
+
 def port_is_free(port: int) -> bool:
     s = socket.socket()
     try:
@@ -32,7 +39,7 @@ def port_is_free(port: int) -> bool:
 def test_start_reset_stop_100_times_fast_and_leak_free() -> None:
     # Warm up once: the first start pays for imports (hypercorn, front-ends), not per test.
     RocketliteServer().start().stop()
-    threads_before = threading.active_count()
+    threads_before = {t.ident: t.name for t in threading.enumerate()}
     fds_before = fds()
     ports: set[int] = set()
     timings = {"start": 0.0, "reset": 0.0, "stop": 0.0}
@@ -55,8 +62,11 @@ def test_start_reset_stop_100_times_fast_and_leak_free() -> None:
     print(f"100 cycles: {total:.3f}s; per cycle start {timings['start'] * 10:.2f} ms, "
           f"reset {timings['reset'] * 10:.2f} ms, stop {timings['stop'] * 10:.2f} ms; ports {len(ports)}")
     assert total < 5.0
-    assert threading.active_count() == threads_before
-    assert fds() == fds_before
+    # (trio's idle worker-thread cache may shrink meanwhile; nothing may be added)
+    new_threads = {i: n for i, n in ((t.ident, t.name) for t in threading.enumerate()) if i not in threads_before}
+    assert not new_threads, f"threads left behind: {new_threads}"
+    leaked = {fd: _fd_target(fd) for fd in fds() - fds_before}
+    assert not leaked, f"file descriptors left open: {leaked}"
     busy = [p for p in ports if not port_is_free(p)]
     assert not busy, f"ports still bound after stop: {busy}"
 
@@ -153,7 +163,7 @@ async def test_open_broker_in_trio_and_reset_hooks() -> None:
             called.append(True)
 
         rl.reset_hooks.append(hook)
-        assert rl.ctx.services["reset_hooks"] == [hook]
+        assert rl.ctx.services["reset_hooks"][-1] is hook
         await rl.send("a", b"1")
         await rl.reset()
         assert called == [True]
