@@ -234,3 +234,31 @@ async def test_metrics_parse() -> None:
     assert families["rocketlite_store_commit_seconds"].type == "histogram"
     assert families["rocketlite_connections"].type == "gauge"
     assert any(s.value >= 2 for s in families["rocketlite_messages_in"].samples)
+
+
+async def test_mqtt_manager_shape_and_metrics() -> None:
+    """The console reads the MQTT front-end's manager (sessions, online, retained) as it is."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    from types import SimpleNamespace
+
+    _, ctx, c = await make()
+    sub = SimpleNamespace(qos=1)
+    sess = SimpleNamespace(client_id="dev1", subscriptions={"a/#": sub}, inflight={1: None}, queue=[],
+                           expiry_interval=3600, keep_alive=30)
+    gone = SimpleNamespace(client_id="dev2", subscriptions={}, inflight={}, queue=[1, 2], expiry_interval=60,
+                           keep_alive=0)
+    conn = SimpleNamespace(client_id="dev1", peer="127.0.0.1:5555", version=5, session=sess)
+    ctx.services["mqtt"] = SimpleNamespace(
+        sessions={"dev1": sess, "dev2": gone}, online={"dev1": conn}, offline_since={"dev2": 123},
+        retained={"a/lamp": SimpleNamespace(payload=b"on", qos=1)},
+        stats={"received": 4, "sent": 2, "connects": 2, "dropped": 0})
+    snap = await c.json("GET", "/api/mqtt")
+    assert snap["clients"] == [{"client_id": "dev1", "peer": "127.0.0.1:5555", "protocol": "MQTT 5.0",
+                                "keep_alive": 30, "subscriptions": 1}]
+    assert snap["sessions"][0]["subscriptions"] == ["a/# (QoS 1)"] and snap["sessions"][1]["queued"] == 2
+    assert snap["sessions"][1]["connected"] is False
+    assert snap["retained"] == [{"topic": "a/lamp", "qos": 1, "size": 2, "payload": "on"}]
+    _, _, body = await c.request("GET", "/metrics")
+    families = {f.name: f for f in parser.text_string_to_metric_families(body.decode())}
+    assert families["rocketlite_mqtt_sessions"].samples[0].value == 2
+    assert families["rocketlite_mqtt_received"].samples[0].value == 4

@@ -270,6 +270,56 @@ def _jsonable(items: Any) -> list[Any]:
     return json.loads(json.dumps(out, default=lambda o: o.hex() if isinstance(o, bytes) else str(o)))
 
 
+MQTT_VERSIONS = {3: "3.1", 4: "3.1.1", 5: "5.0"}
+
+
+def _preview(payload: Any, limit: int = 120) -> str:
+    if not isinstance(payload, (bytes, bytearray)):
+        return str(payload)[:limit]
+    try:
+        text = bytes(payload[:limit]).decode("utf-8")
+    except UnicodeDecodeError:
+        return "0x" + bytes(payload[: limit // 2]).hex()
+    return text + ("…" if len(payload) > limit else "")
+
+
+def _manager_snapshot(svc: Any) -> dict[str, Any]:
+    """Read an MQTT manager shaped like rocketlite.protocols.mqtt.manager.MqttManager."""
+    online = dict(getattr(svc, "online", {}) or {})
+    sessions = dict(getattr(svc, "sessions", {}) or {})
+    clients = []
+    for cid, conn in sorted(online.items()):
+        sess = getattr(conn, "session", None) or sessions.get(cid)
+        clients.append({
+            "client_id": cid,
+            "peer": str(getattr(conn, "peer", "")),
+            "protocol": "MQTT " + MQTT_VERSIONS.get(int(getattr(conn, "version", 0) or 0), "?"),
+            "keep_alive": int(getattr(sess, "keep_alive", 0) or 0),
+            "subscriptions": len(getattr(sess, "subscriptions", {}) or {}),
+        })
+    out_sessions = []
+    offline_since = dict(getattr(svc, "offline_since", {}) or {})
+    for cid, sess in sorted(sessions.items()):
+        subs = getattr(sess, "subscriptions", {}) or {}
+        out_sessions.append({
+            "client_id": cid,
+            "connected": cid in online,
+            "subscriptions": [f"{flt} (QoS {getattr(o, 'qos', 0)})" for flt, o in sorted(subs.items())],
+            "inflight": len(getattr(sess, "inflight", {}) or {}),
+            "queued": len(getattr(sess, "queue", ()) or ()),
+            "expiry_interval": int(getattr(sess, "expiry_interval", 0) or 0),
+            "offline_since_ms": offline_since.get(cid),
+        })
+    retained = []
+    for topic, d in sorted((getattr(svc, "retained", {}) or {}).items()):
+        payload = getattr(d, "payload", b"")
+        retained.append({"topic": topic, "qos": int(getattr(d, "qos", 0) or 0),
+                         "size": len(payload) if isinstance(payload, (bytes, bytearray)) else None,
+                         "payload": _preview(payload)})
+    return {"available": True, "clients": clients, "sessions": out_sessions, "retained": retained,
+            "stats": dict(getattr(svc, "stats", {}) or {})}
+
+
 def mqtt_snapshot(ctx: FrontEndContext) -> dict[str, Any]:
     svc = ctx.services.get("mqtt")
     if svc is None:
@@ -277,6 +327,8 @@ def mqtt_snapshot(ctx: FrontEndContext) -> dict[str, Any]:
     snap = _call_or_value(svc, "admin_snapshot")
     if isinstance(snap, dict):
         return {"available": True, **{k: _jsonable(snap.get(k)) for k in ("clients", "sessions", "retained")}}
+    if isinstance(getattr(svc, "sessions", None), dict) and hasattr(svc, "online"):
+        return _manager_snapshot(svc)
     return {
         "available": True,
         "clients": _jsonable(_call_or_value(svc, "admin_clients", "clients")),
@@ -344,6 +396,9 @@ def broker_samples(ctx: FrontEndContext, started: float) -> list[Sample]:
         out.append(("rocketlite_mqtt_sessions", {}, len(snap["sessions"])))
         out.append(("rocketlite_mqtt_clients", {}, len(snap["clients"])))
         out.append(("rocketlite_mqtt_retained", {}, len(snap["retained"])))
+        for k, v in (snap.get("stats") or {}).items():
+            if isinstance(v, (int, float)):
+                out.append((f"rocketlite_mqtt_{re.sub(r'[^a-zA-Z0-9_]', '_', str(k))}_total", {}, v))
     return out
 
 
@@ -364,6 +419,10 @@ def describe_broker_metrics(reg: Registry) -> None:
         ("rocketlite_mqtt_sessions", "gauge", "MQTT sessions (connected and persistent)."),
         ("rocketlite_mqtt_clients", "gauge", "MQTT clients connected."),
         ("rocketlite_mqtt_retained", "gauge", "MQTT retained messages."),
+        ("rocketlite_mqtt_received_total", "counter", "MQTT PUBLISH packets received from clients."),
+        ("rocketlite_mqtt_sent_total", "counter", "MQTT PUBLISH packets sent to clients."),
+        ("rocketlite_mqtt_connects_total", "counter", "MQTT CONNECTs accepted."),
+        ("rocketlite_mqtt_dropped_total", "counter", "MQTT deliveries dropped (queue full / expired)."),
         ("rocketlite_stored_bytes_total", "counter", "Message body bytes committed per topic (all protocols)."),
         ("rocketlite_stored_messages_total", "counter", "Messages committed per topic (all protocols)."),
     ):
