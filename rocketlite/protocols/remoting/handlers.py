@@ -27,6 +27,7 @@ from rocketlite.core.errors import (
     TopicNotFound,
 )
 from rocketlite.core.filters import Subscription
+from rocketlite.core.pop import make_handle, parse_handle
 from rocketlite.core.message import (
     PROP_KEYS,
     PROP_MAX_RECONSUME_TIMES,
@@ -170,6 +171,7 @@ class RemotingService:
         self.adv = advertised
         self.pull_hold_max_ms = pull_hold_max_ms
         self._subs: dict[tuple[str, str, str], Subscription] = {}
+        self._changed_handles: dict[tuple[str, str, bool, int, int], str] = {}
         self.handlers: dict[int, Handler] = {
             RC.GET_ROUTEINFO_BY_TOPIC: self.get_route,
             RC.GET_BROKER_CLUSTER_INFO: self.get_cluster_info,
@@ -673,6 +675,10 @@ class RemotingService:
             info = registry.get(g, {}).get(cid)
             if info is not None and info.session is session:
                 self.broker.unregister_client(cid, group=g)
+                if role == "consumer":
+                    locks = getattr(self.broker, "locks", None)
+                    if locks is not None:
+                        locks.unlock_client(cid)
         state.clients.clear()
 
     async def check_client_config(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
@@ -808,17 +814,104 @@ class RemotingService:
         return cmd.response(body=self.record(m))
 
     # -- POP (5.x remoting) --------------------------------------------------------------------
+    # The POP_CK "extraInfo" a client echoes in ACK / CHANGE_INVISIBLETIME is
+    #   "<ck> <popTime> <invisibleTime> <reviveQid> <topicKind> <brokerName> <queueId> <queueOffset>".
+    # We carry the core's receipt handle in it without server state: ck = the handle's 64-bit
+    # nonce as a signed decimal, reviveQid = 1 when the message came from the retry queue, and
+    # topicKind = 0 (records carry the subscribed topic). A Java client rebuilds extraInfo itself
+    # after CHANGE_INVISIBLETIME (ck = queue offset), so handles issued by a change are remembered.
+    def _extra_info(self, handle: str, pop_time: int, invisible: int) -> str:
+        h = parse_handle(handle)
+        ck = int(h.nonce, 16) if all(c in "0123456789abcdef" for c in h.nonce) and len(h.nonce) <= 16 else 0
+        if ck >= 2**63:
+            ck -= 2**64
+        return (f"{ck} {pop_time} {invisible} {1 if h.retry else 0} 0 {self.broker.settings.broker_name} "
+                f"{h.queue_id} {h.offset}")
+
+    def _handle_from(self, group: str, topic: str, extra: str, queue_id: int | None, offset: int | None) -> str:
+        parts = extra.split(" ")
+        if len(parts) < 8:
+            raise BadRequest(f"bad extraInfo {extra!r}")
+        ck, retry = int(parts[0]), parts[3] == "1"
+        qid = int(parts[6]) if queue_id is None else queue_id
+        off = int(parts[7]) if offset is None else offset
+        changed = self._changed_handles.get((group, topic, retry, qid, off))
+        if changed is not None:
+            h = parse_handle(changed)
+            if ck == off or f"{ck & 0xFFFFFFFFFFFFFFFF:016x}" == h.nonce:
+                return changed
+        return make_handle(retry, qid, off, f"{ck & 0xFFFFFFFFFFFFFFFF:016x}")
+
     async def pop_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
-        return cmd.response(R.REQUEST_CODE_NOT_SUPPORTED, remark=f" request type {cmd.code} not supported")
+        e = Ext(cmd.ext)
+        group, topic = e.str("consumerGroup"), e.str("topic")
+        qid = e.int("queueId", default=-1)
+        max_nums = min(max(1, e.int("maxMsgNums", default=32)), 32)
+        invisible = max(1000, e.int("invisibleTime", default=60_000))
+        poll = min(max(0, e.int("pollTime", default=0)), self.pull_hold_max_ms)
+        init_mode = "last" if e.int("initMode", default=0) == 1 else "first"  # ConsumeInitMode MIN=0, MAX=1
+        exp = e.opt("exp")
+        try:
+            flt = self.subscription(topic, exp or "*", e.opt("expType") or "TAG").filter
+        except BrokerError as exc:
+            return cmd.response(R.SUBSCRIPTION_PARSE_FAILED, remark=f"parse the consumer's subscription failed: {exc}")
+        items = await self.broker.pop(group, topic, max_nums, invisible, queue_id=qid if qid >= 0 else None,
+                                      filter=flt, wait_ms=poll, fifo=e.bool("order"),
+                                      client_id=session.peer, init_mode=init_mode)
+        pop_time = self.broker.now_ms()
+        ext: dict[str, Any] = {"popTime": pop_time, "invisibleTime": invisible, "reviveQid": 0, "restNum": 0}
+        if not items:
+            code = R.POLLING_TIMEOUT if poll > 0 else R.PULL_NOT_FOUND
+            return cmd.response(code, ext=ext, remark="no new message")
+        parts = []
+        starts: dict[tuple[int, int], int] = {}
+        offs: dict[tuple[int, int], list[int]] = {}
+        for msg, handle in items:
+            h = parse_handle(handle)
+            m = msg.copy()
+            m.properties["POP_CK"] = self._extra_info(handle, pop_time, invisible)
+            m.properties.setdefault("1ST_POP_TIME", str(pop_time))
+            parts.append(self.record(m, queue_id=h.queue_id))
+            key = (1 if h.retry else 0, h.queue_id)
+            starts.setdefault(key, h.offset)
+            offs.setdefault(key, []).append(h.offset)
+        ext["startOffsetInfo"] = ";".join(f"{k} {q} {o}" for (k, q), o in starts.items())
+        ext["msgOffsetInfo"] = ";".join(f"{k} {q} {','.join(map(str, o))}" for (k, q), o in offs.items())
+        if e.bool("order"):
+            ext["orderCountInfo"] = ";".join(f"{k} {q} 0" for (k, q) in starts)
+        return cmd.response(ext=ext, body=b"".join(parts), remark="FOUND")
 
     async def ack_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
-        return cmd.response(R.REQUEST_CODE_NOT_SUPPORTED, remark=f" request type {cmd.code} not supported")
+        e = Ext(cmd.ext)
+        group, topic = e.str("consumerGroup"), e.str("topic")
+        handle = self._handle_from(group, topic, e.str("extraInfo"), e.int("queueId", default=None) if e.opt("queueId") else None,
+                                   e.int("offset") if e.opt("offset") else None)
+        await self.broker.ack(group, topic, handle)
+        self._changed_handles.pop(self._position(group, topic, handle), None)
+        return cmd.response()
 
     async def batch_ack_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
-        return cmd.response(R.REQUEST_CODE_NOT_SUPPORTED, remark=f" request type {cmd.code} not supported")
+        return cmd.response(R.REQUEST_CODE_NOT_SUPPORTED,
+                            remark=f" request type {cmd.code} not supported (acknowledge one by one)")
+
+    @staticmethod
+    def _position(group: str, topic: str, handle: str) -> tuple[str, str, bool, int, int]:
+        h = parse_handle(handle)
+        return group, topic, h.retry, h.queue_id, h.offset
 
     async def change_invisible_time(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
-        return cmd.response(R.REQUEST_CODE_NOT_SUPPORTED, remark=f" request type {cmd.code} not supported")
+        e = Ext(cmd.ext)
+        group, topic = e.str("consumerGroup"), e.str("topic")
+        handle = self._handle_from(group, topic, e.str("extraInfo"), e.int("queueId", default=None) if e.opt("queueId") else None,
+                                   e.int("offset") if e.opt("offset") else None)
+        invisible = max(0, e.int("invisibleTime"))
+        new = await self.broker.change_invisible(group, topic, handle, invisible)
+        if len(self._changed_handles) > 100_000:
+            self._changed_handles.clear()
+        self._changed_handles[self._position(group, topic, new)] = new
+        h = parse_handle(new)
+        return cmd.response(ext={"popTime": self.broker.now_ms(), "invisibleTime": invisible,
+                                 "reviveQid": 1 if h.retry else 0})
 
 
 PROP_PRODUCER_GROUP_KEY = "PGROUP"
