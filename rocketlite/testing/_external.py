@@ -169,6 +169,11 @@ class ExternalRocketlite(Endpoints):
         r = self._request("POST", "/receive", doc, timeout=timeout + self.timeout)
         return [message_from_json(m) for m in r["messages"]]
 
+    def advertise(self, host: str | None = None, port: int | None = None) -> str:
+        """Point remoting routes at ``host:port`` (a container's mapped address); returns the new address."""
+        r = self._request("POST", "/advertise", {"host": host, "port": port})
+        return str(r["remoting_broker"])
+
     def snapshot(self, recent: int = 20) -> _ops.Snapshot:
         return snapshot_from_json(self._request("GET", f"/state?recent={int(recent)}"))
 

@@ -13,6 +13,8 @@ GET       /peek           ?topic=T[&queue_id=N][&max_count=N]: messages without 
 POST      /receive        body: {"topic", "group", "max_count", "timeout"} (seconds)
 GET       /state          topics, groups, offsets, recent messages (``?recent=N``); ``text`` is
                           the same as the failure report of the pytest plugin
+POST      /advertise      body: {"host", "port"}: the broker address remoting routes name (a
+                          container's mapped host and port; like UPDATE_BROKER_CONFIG)
 GET       /               what this is, and the listeners
 ========  ==============  ===============================================================
 
@@ -76,6 +78,7 @@ class Control:
             ("POST", "/send"): self.send,
             ("GET", "/peek"): self.peek,
             ("POST", "/receive"): self.receive,
+            ("POST", "/advertise"): self.advertise,
         }
         handler = routes.get((method, path))
         if handler is None:
@@ -88,7 +91,8 @@ class Control:
         return {
             "rocketlite_testing": __version__,
             "listeners": {k: f"{h}:{p}" for k, (h, p) in self.ctx.addresses.items()},
-            "paths": ["POST /reset", "POST /seed", "POST /send", "GET /peek", "POST /receive", "GET /state"],
+            "paths": ["POST /reset", "POST /seed", "POST /send", "GET /peek", "POST /receive", "GET /state",
+                      "POST /advertise"],
         }
 
     async def state(self, query: dict[str, str], doc: Any) -> Any:
@@ -140,6 +144,28 @@ class Control:
             timeout=timeout,
         )
         return {"messages": [message_to_json(m) for m in msgs]}
+
+
+    async def advertise(self, query: dict[str, str], doc: Any) -> Any:
+        """Tell remoting clients where the broker is (a container's mapped host and port)."""
+        if not isinstance(doc, dict) or not (doc.get("host") or doc.get("port")):
+            raise HttpError(400, 'POST /advertise wants {"host": "...", "port": N}')
+        remoting = self.ctx.services.get("remoting")
+        adv = getattr(getattr(remoting, "service", None), "adv", None)
+        if adv is None:
+            raise HttpError(409, "the remoting front-end is not running here; nothing to advertise")
+        if doc.get("host"):
+            host = str(doc["host"])
+            adv.host = host
+            if host.count(".") == 3 and all(p.isdigit() for p in host.split(".")):
+                adv.store_ip = host
+        if doc.get("port"):
+            port = int(doc["port"])
+            if not 0 < port < 65536:
+                raise HttpError(400, f"port out of range: {port}")
+            adv.port = port
+        log.info("test-control: remoting routes now point at %s", adv.addr)
+        return {"remoting_broker": adv.addr}
 
 
 def _int(query: dict[str, str], name: str, default: int) -> int:
