@@ -248,3 +248,16 @@ def test_fuzz_grpc_data_on_a_stream(chunks: list[bytes]) -> None:
     c.send_data(3, frame_message(b"ok"), end_stream=True)
     sev, _ = pump(c, s)
     assert any(isinstance(e, CallMessage) and e.stream_id == 3 and e.payload == b"ok" for e in sev)
+
+
+def test_peer_graceful_goaway_lets_open_streams_finish() -> None:
+    s = GrpcConnection()
+    s.initiate()
+    c = client()
+    c.send_headers(1, request_headers())
+    pump(c, s)
+    c.close_connection()  # GOAWAY NO_ERROR, as grpc-js sends when a channel closes
+    sev, _ = pump(c, s)
+    assert any(isinstance(e, codec.ConnectionEnded) for e in sev) and not s.closed
+    s.send_trailers(1, codec.OK)
+    assert s.data_to_send()

@@ -229,6 +229,21 @@ class GrpcConnectionConfig:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+class _GracefulH2Connection(h2.connection.H2Connection):
+    """h2 closes the connection the moment a GOAWAY arrives; a peer's graceful GOAWAY (NO_ERROR,
+    sent by grpc-js when a channel closes) still expects its open streams to complete, so only
+    report it and keep the streams working."""
+
+    def _receive_goaway_frame(self, frame):  # type: ignore[no-untyped-def]
+        if frame.error_code != 0:
+            return super()._receive_goaway_frame(frame)
+        ev = h2.events.ConnectionTerminated()
+        ev.error_code = h2.errors.ErrorCodes.NO_ERROR
+        ev.last_stream_id = frame.last_stream_id
+        ev.additional_data = frame.additional_data or None
+        return [], [ev]
+
+
 _RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
 
 
@@ -246,7 +261,7 @@ class GrpcConnection:
             normalize_outbound_headers=False,
             split_outbound_cookies=False,
         )
-        self.h2 = h2.connection.H2Connection(config=h2cfg)
+        self.h2 = _GracefulH2Connection(config=h2cfg)
         self.streams: dict[int, _Stream] = {}
         self.closed = False
 
@@ -297,7 +312,8 @@ class GrpcConnection:
             elif isinstance(ev, h2.events.RemoteSettingsChanged):
                 out.append(WindowOpened(0))
             elif isinstance(ev, h2.events.ConnectionTerminated):
-                self.closed = True
+                if ev.error_code:
+                    self.closed = True
                 out.append(ConnectionEnded(int(ev.error_code or 0)))
             elif isinstance(ev, h2.events.TrailersReceived):
                 # client trailers are unusual but legal; they end the request
