@@ -6,6 +6,9 @@ Storage knows no domain rule: it stores what it is given, indexes it by queue, k
 keeps named tables that the core uses for offsets, timers, transactions, POP and sessions.
 """
 
+# rocketlite.core (whose broker imports rocketlite.storage.base) must be initialised before
+# storage.base imports rocketlite.core.message, or `import rocketlite.storage` first is circular.
+import rocketlite.core  # noqa: F401,E402  isort: skip
 from rocketlite.storage.base import AppendResult, IndexEntry, Store, WriteBatch
 
 __all__ = ["AppendResult", "IndexEntry", "Store", "WriteBatch", "open_store"]

@@ -86,7 +86,7 @@ _QUEUED, _PROMOTED, _TAKEN, _DONE = 0, 1, 2, 3
 
 
 class _Op:
-    __slots__ = ("kind", "batch", "args", "result", "error", "state", "event", "encoded")
+    __slots__ = ("kind", "batch", "args", "result", "error", "state", "event", "prepared")
 
     def __init__(self, kind: int, batch: WriteBatch | None = None, args: tuple[Any, ...] = ()) -> None:
         self.kind = kind
@@ -96,7 +96,25 @@ class _Op:
         self.error: BaseException | None = None
         self.state = _QUEUED
         self.event = trio.Event()
-        self.encoded: Any = None
+        self.prepared: _Prepared | None = None
+
+
+class _Prepared:
+    """A batch turned into LMDB items, with the offsets it was given (Trio thread, at enqueue)."""
+
+    __slots__ = ("log", "cq", "keys", "tables", "queues", "topics", "added_bytes", "next")
+
+    def __init__(self, log: list[tuple[bytes, bytes]], cq: list[tuple[bytes, bytes]], keys: list[tuple[bytes, bytes]],
+                 tables: list[tuple[bytes, bytes | None]], queues: dict[tuple[str, int], tuple[bytes, int]],
+                 topics: dict[str, int], added_bytes: int, next_offset: int) -> None:
+        self.log = log
+        self.cq = cq
+        self.keys = keys
+        self.tables = tables
+        self.queues = queues  # (topic, qid) -> (qmax key, next queue offset after this batch)
+        self.topics = topics  # topics first seen in this batch -> id
+        self.added_bytes = added_bytes
+        self.next = next_offset  # commit log max after this batch
 
 
 def _index_key(key: str) -> bytes:
@@ -144,7 +162,10 @@ class LmdbStore:
         self._disk_checked = 0.0
         self._disk_ok = True
         self._tag_hashes: dict[str, int] = {}
+        self._in_flight = False
+        self._replan_needed = False
         self._reset_state()
+        self._reset_pending()
 
     def _reset_state(self) -> None:
         self._next = 0  # commit log max
@@ -155,6 +176,14 @@ class LmdbStore:
         self._topic_ids: dict[str, int] = {}
         self._commits = 0
         self._fsyncs = 0
+
+    def _reset_pending(self) -> None:
+        """Assignment counters (Trio thread only): the committed state plus every queued batch."""
+        self._p_next = self._next
+        self._p_queues: dict[tuple[str, int], int] = {qk: q[1] for qk, q in self._queues.items()}
+        self._p_topics: dict[str, int] = dict(self._topic_ids)
+        self._p_topic_seq = max(self._topic_ids.values(), default=-1) + 1
+        self._qkeys: dict[tuple[str, int], bytes] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -215,6 +244,7 @@ class LmdbStore:
             c = txn.cursor(db=self._db_log)
             self._head = _unpack_q(c.key())[0] if c.first() else self._next
             self._count = txn.stat(self._db_log)["entries"]
+        self._reset_pending()
 
     async def close(self) -> None:
         if self._closed:
@@ -277,6 +307,7 @@ class LmdbStore:
     async def write(self, batch: WriteBatch) -> list[AppendResult]:
         self._check_writable()
         op = _Op(_BATCH, batch)
+        self._prepare(op)  # raises for a batch that cannot be stored; nothing queued then
         await self._submit(op)
         return op.result  # type: ignore[no-any-return]
 
@@ -284,6 +315,15 @@ class LmdbStore:
         self._queue.append(op)
         while op.state != _DONE:
             if not self._leading and op.state != _TAKEN:
+                self._leading = True
+                try:
+                    # one scheduling round first: writers woken by the previous group queue
+                    # their next batch now and ride along (groups twice as large under load)
+                    await trio.lowlevel.checkpoint()
+                except BaseException:
+                    self._leading = False
+                    self._withdraw(op)
+                    raise
                 await self._lead()  # takes the whole queue, this op included
                 continue
             if op.event.is_set():  # promoted, but another caller took the group first
@@ -292,13 +332,127 @@ class LmdbStore:
                 await op.event.wait()
             except BaseException:
                 if op.state in (_QUEUED, _PROMOTED):
-                    # not handed to LMDB yet: withdraw it, nothing of it is written
-                    self._queue.remove(op)
-                    if op.state == _PROMOTED:
-                        self._promote()
+                    self._withdraw(op)
                 raise
         if op.error is not None:
             raise op.error
+
+    def _withdraw(self, op: _Op) -> None:
+        """Take a cancelled caller's op out of the queue before LMDB saw it: nothing of it is
+        written, and the batches queued after it get their offsets again (no holes)."""
+        self._queue.remove(op)
+        if op.batch is not None:
+            for m in op.batch.messages:
+                m.commit_offset = m.queue_offset = -1
+        if self._in_flight:
+            self._replan_needed = True  # after the group in flight, whose outcome counts
+        else:
+            self._replan()
+        if op.state == _PROMOTED:
+            self._promote()
+
+    def _replan(self) -> None:
+        """Assign offsets again to everything queued, from the committed state (after a failed
+        group or a withdrawn batch)."""
+        self._reset_pending()
+        for op in list(self._queue):
+            if op.kind == _CLEAR:
+                self._reset_pending_to_empty()
+            elif op.kind == _BATCH:
+                try:
+                    self._prepare(op)
+                except Exception as exc:  # noqa: BLE001 - cannot happen twice, but never hang
+                    self._queue.remove(op)
+                    op.error = exc
+                    op.state = _DONE
+                    op.event.set()
+
+    def _reset_pending_to_empty(self) -> None:
+        self._p_next = 0
+        self._p_queues = {}
+        self._p_topics = {}
+        self._p_topic_seq = 0
+        self._qkeys = {}
+
+    def _prepare(self, op: _Op) -> None:
+        """Give ``op``'s messages their offsets and encode everything it writes. Runs on the Trio
+        thread at enqueue (pure CPU, no I/O), so the writer thread only talks to LMDB."""
+        batch = op.batch
+        assert batch is not None
+        nxt = self._p_next
+        pq = self._p_queues
+        topics = self._p_topics
+        qkeys = self._qkeys
+        tag_hashes = self._tag_hashes
+        touched: dict[tuple[str, int], tuple[bytes, int]] = {}
+        new_topics: dict[str, int] = {}
+        log_items: list[tuple[bytes, bytes]] = []
+        cq_items: list[tuple[bytes, bytes]] = []
+        key_items: list[tuple[bytes, bytes]] = []
+        table_ops: list[tuple[bytes, bytes | None]] = []
+        results: list[AppendResult] = []
+        added = 0
+        try:
+            for m in batch.messages:
+                qk = (m.topic, m.queue_id)
+                t = touched.get(qk)
+                if t is None:
+                    prefix = qkeys.get(qk)
+                    if prefix is None:
+                        tid = topics.get(m.topic)
+                        if tid is None:
+                            tid = new_topics.get(m.topic)
+                            if tid is None:
+                                tid = new_topics[m.topic] = self._p_topic_seq + len(new_topics)
+                        prefix = _pack_qk(tid, m.queue_id)
+                    qoff = pq.get(qk, 0)
+                else:
+                    prefix, qoff = t
+                m.commit_offset = nxt
+                m.queue_offset = qoff
+                rec = encode_message(m)
+                size = len(m.body)
+                th = tag_hashes.get(m.tags)
+                if th is None:
+                    th = tag_hash(m.tags)
+                    if len(tag_hashes) < 4096:
+                        tag_hashes[m.tags] = th
+                okey = _pack_q(nxt)
+                log_items.append((okey, rec))
+                cq_items.append((prefix + _pack_q(qoff), _pack_cqv(nxt, th, size, m.store_timestamp)))
+                if m.keys:
+                    for key in m.key_list:
+                        key_items.append((_index_key(key) + okey, b""))
+                uniq = m.properties.get(PROP_UNIQ_KEY)
+                if uniq:
+                    key_items.append((_index_key(uniq) + okey, b""))
+                added += size
+                results.append(AppendResult(nxt, qoff))
+                touched[qk] = (prefix, qoff + 1)
+                nxt += 1
+            for table, key, value in batch.puts:
+                k = _table_prefix(table) + key
+                if len(k) > _MAX_KEY:
+                    raise ValueError(f"table key too long ({len(key)} bytes)")
+                table_ops.append((k, encode_value(value)))
+            for table, key in batch.deletes:
+                k = _table_prefix(table) + key
+                if len(k) <= _MAX_KEY:
+                    table_ops.append((k, None))
+        except Exception:
+            for m in batch.messages:
+                m.commit_offset = m.queue_offset = -1
+            raise
+        # accepted: advance the assignment counters
+        for qk, (prefix, nq) in touched.items():
+            pq[qk] = nq
+            qkeys[qk] = prefix
+        if new_topics:
+            topics.update(new_topics)
+            self._p_topic_seq += len(new_topics)
+        self._p_next = nxt
+        op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, touched, new_topics, added, nxt)
+        op.result = results
 
     def _promote(self) -> None:
         if not self._leading and self._queue:
@@ -311,19 +465,26 @@ class LmdbStore:
         self._leading = True
         group = self._queue
         self._queue = []
+        failed = False
         try:
             for op in group:
                 op.state = _TAKEN
+            self._in_flight = True
             with trio.CancelScope(shield=True):
                 try:
-                    await trio.to_thread.run_sync(self._commit_group, group, limiter=self._writer_limiter)
-                    if self._dirty is not None:
-                        self._dirty.set()
+                    failed = await trio.to_thread.run_sync(self._commit_group, group, limiter=self._writer_limiter)
                 except BaseException as exc:  # noqa: BLE001 - handed to each caller
+                    failed = True
                     for op in group:
-                        if op.error is None and op.result is None:
+                        if op.error is None:
                             op.error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+            if self._dirty is not None:
+                self._dirty.set()
         finally:
+            self._in_flight = False
+            if failed or self._replan_needed:
+                self._replan_needed = False
+                self._replan()
             for op in group:
                 op.state = _DONE
                 op.event.set()
@@ -333,10 +494,11 @@ class LmdbStore:
             elif self._idle is not None:
                 self._idle.set()
 
-    # -- the writer (runs in a worker thread, one at a time) -------------------------------------
-    def _commit_group(self, group: list[_Op]) -> None:
+    # -- the writer (runs in a worker thread, one group at a time) --------------------------------
+    def _commit_group(self, group: list[_Op]) -> bool:
         """Commit ``group`` in order: runs of batches share one transaction; retention and clear
-        run in their own. Publishes counters after each commit."""
+        run in their own. Publishes counters after each commit. True when something failed."""
+        failed = False
         i = 0
         n = len(group)
         while i < n:
@@ -345,7 +507,7 @@ class LmdbStore:
                 j = i
                 while j < n and group[j].kind == _BATCH:
                     j += 1
-                self._commit_batches(group[i:j])
+                failed = not self._commit_batches(group[i:j]) or failed
                 i = j
             else:
                 try:
@@ -356,127 +518,77 @@ class LmdbStore:
                         op.result = True
                 except Exception as exc:  # noqa: BLE001
                     op.error = exc
+                    failed = True
                 i += 1
+        return failed
 
-    def _commit_batches(self, ops: list[_Op]) -> None:
-        nxt = self._next
-        queues = self._queues
-        topic_ids = self._topic_ids
-        tag_hashes = self._tag_hashes
-        qnext: dict[tuple[str, int], int] = {}  # queue -> next offset after this group
-        qkeys: dict[tuple[str, int], bytes] = {}
-        new_topics: dict[str, int] = {}
-        log_items: list[tuple[bytes, bytes]] = []
-        cq_items: list[tuple[bytes, bytes]] = []
-        key_items: list[tuple[bytes, bytes]] = []
-        table_ops: list[tuple[bytes, bytes | None]] = []
-        added_bytes = 0
-        good: list[_Op] = []
-        for op in ops:
-            batch = op.batch
-            assert batch is not None
-            saved = (nxt, len(log_items), len(cq_items), len(key_items), len(table_ops), dict(qnext),
-                     dict(new_topics), added_bytes)
-            results: list[AppendResult] = []
-            try:
-                for m in batch.messages:
-                    qk = (m.topic, m.queue_id)
-                    qoff = qnext.get(qk)
-                    if qoff is None:
-                        q = queues.get(qk)
-                        qoff = q[1] if q is not None else 0
-                        tid = topic_ids.get(m.topic)
-                        if tid is None:
-                            tid = new_topics.get(m.topic)
-                            if tid is None:
-                                tid = new_topics[m.topic] = len(topic_ids) + len(new_topics)
-                        qkeys[qk] = _pack_qk(tid, m.queue_id)
-                    m.commit_offset = nxt
-                    m.queue_offset = qoff
-                    rec = encode_message(m)
-                    size = len(m.body)
-                    th = tag_hashes.get(m.tags)
-                    if th is None:
-                        th = tag_hash(m.tags)
-                        if len(tag_hashes) < 4096:
-                            tag_hashes[m.tags] = th
-                    okey = _pack_q(nxt)
-                    log_items.append((okey, rec))
-                    cq_items.append((qkeys[qk] + _pack_q(qoff), _pack_cqv(nxt, th, size, m.store_timestamp)))
-                    if m.keys:
-                        for key in m.key_list:
-                            key_items.append((_index_key(key) + okey, b""))
-                    uniq = m.properties.get(PROP_UNIQ_KEY)
-                    if uniq:
-                        key_items.append((_index_key(uniq) + okey, b""))
-                    added_bytes += size
-                    results.append(AppendResult(nxt, qoff))
-                    qnext[qk] = qoff + 1
-                    nxt += 1
-                for table, key, value in batch.puts:
-                    k = _table_prefix(table) + key
-                    if len(k) > _MAX_KEY:
-                        raise ValueError(f"table key too long ({len(key)} bytes)")
-                    table_ops.append((k, encode_value(value)))
-                for table, key in batch.deletes:
-                    k = _table_prefix(table) + key
-                    if len(k) <= _MAX_KEY:
-                        table_ops.append((k, None))
-            except Exception as exc:  # noqa: BLE001 - this batch fails alone
-                (nxt, nl, nc, nk, nt, qnext, new_topics, added_bytes) = saved
-                del log_items[nl:], cq_items[nc:], key_items[nk:], table_ops[nt:]
-                for m in batch.messages:
-                    m.commit_offset = m.queue_offset = -1
-                op.error = exc
-                continue
-            op.result = results
-            good.append(op)
-        if not good:
-            return
+    def _commit_batches(self, ops: list[_Op]) -> bool:
+        preps = [op.prepared for op in ops]
+        assert all(p is not None for p in preps)
+        last = preps[-1]
+        assert last is not None
+        queues: dict[tuple[str, int], tuple[bytes, int]] = {}
+        topics: dict[str, int] = {}
+        added = 0
         env = self._env
         try:
             with env.begin(write=True) as txn:
-                if log_items:
-                    txn.cursor(db=self._db_log).putmulti(log_items, append=True)
-                    txn.cursor(db=self._db_cq).putmulti(cq_items)
-                    if key_items:
-                        txn.cursor(db=self._db_keys).putmulti(key_items)
-                    for name, tid in new_topics.items():
+                logc = cq = keys = None
+                for p in preps:
+                    assert p is not None
+                    if p.log:
+                        if logc is None:
+                            logc = txn.cursor(db=self._db_log)
+                            cq = txn.cursor(db=self._db_cq)
+                            keys = txn.cursor(db=self._db_keys)
+                        logc.putmulti(p.log, append=True)
+                        cq.putmulti(p.cq)  # type: ignore[union-attr]
+                        if p.keys:
+                            keys.putmulti(p.keys)  # type: ignore[union-attr]
+                        queues.update(p.queues)
+                        if p.topics:
+                            topics.update(p.topics)
+                        added += p.added_bytes
+                    if p.tables:
+                        db = self._db_tables
+                        for k, v in p.tables:
+                            if v is None:
+                                txn.delete(k, db=db)
+                            else:
+                                txn.put(k, v, db=db)
+                if logc is not None:
+                    for name, tid in topics.items():
                         txn.put(name.encode(), _I.pack(tid), db=self._db_topics)
-                    for qk, off in qnext.items():
-                        txn.put(qkeys[qk], _pack_q(off), db=self._db_qmax)
-                    txn.put(b"next", _pack_q(nxt), db=self._db_meta)
-                    txn.put(b"bytes", _pack_q(self._bytes + added_bytes), db=self._db_meta)
-                if table_ops:
-                    db = self._db_tables
-                    for k, v in table_ops:
-                        if v is None:
-                            txn.delete(k, db=db)
-                        else:
-                            txn.put(k, v, db=db)
+                    for prefix, off in queues.values():
+                        txn.put(prefix, _pack_q(off), db=self._db_qmax)
+                    txn.put(b"next", _pack_q(last.next), db=self._db_meta)
+                    txn.put(b"bytes", _pack_q(self._bytes + added), db=self._db_meta)
         except lmdb.MapFullError as exc:
-            err: Exception = StorageFull(f"the LMDB map ({self.map_size // (1024 * 1024)} MB) is full; raise storage.map_size_mb")
+            err: Exception = StorageFull(
+                f"the LMDB map ({self.map_size // (1024 * 1024)} MB) is full; raise storage.map_size_mb"
+            )
             err.__cause__ = exc
-            self._fail(good, err)
-            return
+            self._fail(ops, err)
+            return False
         except Exception as exc:  # noqa: BLE001
-            self._fail(good, exc)
-            return
+            self._fail(ops, exc)
+            return False
         # committed (and with flush=sync durable): publish
-        for name, tid in new_topics.items():
-            topic_ids[name] = tid
-        for qk, off in qnext.items():
-            q = queues.get(qk)
+        for name, tid in topics.items():
+            self._topic_ids[name] = tid
+        for qk, (_, off) in queues.items():
+            q = self._queues.get(qk)
             if q is None:
-                queues[qk] = [0, off]
+                self._queues[qk] = [0, off]
             else:
                 q[1] = off
-        self._bytes += added_bytes
-        self._count += len(log_items)
-        self._next = nxt
+        self._bytes += added
+        self._count += sum(len(p.log) for p in preps)  # type: ignore[union-attr]
+        self._next = last.next
         self._commits += 1
         if self.flush == "sync":
             self._fsyncs += 1
+        return True
 
     def _fail(self, ops: list[_Op], exc: Exception) -> None:
         for op in ops:
@@ -740,6 +852,7 @@ class LmdbStore:
     async def clear(self) -> None:
         if self._closed:
             raise RuntimeError("store is closed")
+        self._reset_pending_to_empty()
         await self._submit(_Op(_CLEAR))
 
     def stats(self) -> dict[str, int]:

@@ -19,9 +19,10 @@ def make(kind: str, tmp_path: Path) -> Store:
     return MemoryStore() if kind == "memory" else LmdbStore(tmp_path / "d", flush="async")
 
 
-@pytest.mark.parametrize("kind", ["memory", "lmdb"])
-async def test_broker_retention_loop_drops_old_messages(kind: str, tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
-    store = make(kind, tmp_path)
+# The broker's loop under MockClock with the memory store: LMDB work finishes in worker threads,
+# during which an autojumping clock may race ahead, so LMDB retention is tested directly below.
+async def test_broker_retention_loop_drops_old_messages(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    store = make("memory", tmp_path)
     await store.open()
     try:
         async with trio.open_nursery() as nursery:
