@@ -265,6 +265,25 @@ def restart(endpoint, topic, group):
     assert acked == ["r-2", "r-3"] and again == []
 
 
+def produce(endpoint, topic, count="5", prefix="g"):
+    p = start_producer(endpoint, topic)
+    sent = []
+    for i in range(int(count)):
+        r = p.send(new_message(topic, f"{prefix}-{i}", tag="TagA", keys=f"key-{i}", props={"origin": "grpc"}))
+        sent.append({"id": r.message_id, "body": f"{prefix}-{i}"})
+    out(event="produced", sent=sent)
+    p.shutdown()
+
+
+def consume(endpoint, topic, group, count="5"):
+    c = SimpleConsumer(config(endpoint), group, {topic: FilterExpression("*")}, await_duration=2)
+    c.startup()
+    got = receive_until(c, int(count), 15)
+    out(event="consumed", got=[{"id": m.message_id, "body": m.body.decode(), "tag": m.tag, "keys": sorted(m.keys or []),
+                                "props": m.properties} for m in got])
+    c.shutdown()
+
+
 def main():
     scenario, *args = sys.argv[1:]
     globals()[scenario](*args)
