@@ -250,7 +250,8 @@ $("#msg-results tbody").addEventListener("click", (ev) => {
 function listTable(title, items, id) {
   if (!items.length) return `<div><h3>${title}</h3><p class="hint">none</p></div>`;
   const cols = [...new Set(items.flatMap((it) => typeof it === "object" ? Object.keys(it) : ["value"]))].slice(0, 8);
-  const rows = items.map((it) => `<tr>${cols.map((c) => `<td class="mono">${esc(typeof it === "object" ? (typeof it[c] === "object" ? JSON.stringify(it[c]) : it[c]) : it)}</td>`).join("")}</tr>`).join("");
+  const cell = (v) => Array.isArray(v) ? v.join(", ") : (v !== null && typeof v === "object") ? JSON.stringify(v) : v;
+  const rows = items.map((it) => `<tr>${cols.map((c) => `<td class="mono">${esc(typeof it === "object" ? cell(it[c]) : it)}</td>`).join("")}</tr>`).join("");
   return `<div><h3>${title} (${items.length})</h3><table class="grid" id="${id}"><thead><tr>${cols.map((c) => `<th>${esc(c)}</th>`).join("")}</tr></thead><tbody>${rows}</tbody></table></div>`;
 }
 
@@ -261,7 +262,7 @@ async function loadMqtt() {
       (or shares no session manager yet). MQTT clients, sessions and retained messages appear here when it does.</div>`;
     return;
   }
-  $("#mqtt-body").innerHTML = `<div class="cols">${listTable("Clients", m.clients, "mqtt-clients")}
+  $("#mqtt-body").innerHTML = `<div class="stack">${listTable("Clients", m.clients, "mqtt-clients")}
     ${listTable("Sessions", m.sessions, "mqtt-sessions")}${listTable("Retained messages", m.retained, "mqtt-retained")}</div>`;
 }
 
