@@ -71,6 +71,8 @@ class BrokerSettings:
     lock_max_live_ms: int = 60_000
     # POP: at most this many tracked (in flight, expired, FIFO-waiting) messages per group and topic.
     pop_max_entries: int = 10_000
+    # POP FIFO: at most this many messages parked behind their in-flight message group.
+    pop_fifo_lookahead: int = 1_000
 
 
 @dataclass(slots=True)

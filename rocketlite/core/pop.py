@@ -45,8 +45,9 @@ FIFO (``fifo=True``): a message whose message group (``__SHARDINGKEY``) already 
 (in flight, expired or waiting) is not handed out; a new one becomes a *waiting* entry, so the
 pop offset can move past it and other groups proceed. The earliest entry of a group is the
 only one that can be handed out, so order per group is strict, redeliveries included.
-Entries are bounded by ``BrokerSettings.pop_max_entries`` per (group, topic): beyond it a
-queue scan stops until entries drain.
+Entries are bounded by ``BrokerSettings.pop_max_entries`` per (group, topic), and FIFO-waiting
+ones by ``pop_fifo_lookahead``: beyond that a queue scan stops until entries drain (so a long
+run of one blocked group finally blocks the queue, as RocketMQ's per-queue FIFO always does).
 
 Every decision about a (group, topic) is made under one mutex (memory first, then the store
 write), so concurrent pops never hand out the same message; ack/change only touch one entry
@@ -309,9 +310,9 @@ class Pops:
         groups_seen: set[str] = set()
         if fifo:
             groups_seen = {e.mgroup for e in st.entries.values() if e.mgroup and not e.visible(now)}
-        for e in sorted(st.entries.values(), key=lambda e: e.commit_offset):
-            if not e.visible(now):
-                continue
+        visible = [e for e in st.entries.values() if e.deadline <= now]
+        visible.sort(key=lambda e: e.commit_offset)
+        for e in visible:
             if fifo and e.mgroup:
                 if e.mgroup in groups_seen:
                     continue
@@ -339,6 +340,8 @@ class Pops:
 
         # 2. new messages, queue by queue.
         blocked = {e.mgroup for e in st.entries.values() if e.mgroup} if fifo else set()
+        waiting = sum(1 for e in st.entries.values() if not e.nonce) if fifo else 0
+        lookahead = b.settings.pop_fifo_lookahead
         sources: list[tuple[bool, int]] = []
         qids = b.topic_queue_ids(st.topic)
         if only_q is not None:
@@ -360,7 +363,7 @@ class Pops:
                 po = self._init_offset(st, retry, src, qid, init_mode)
             po = max(po, store.min_offset(src, qid))
             start = po
-            while po < hi and len(delivered) < max_count and len(st.entries) < limit:
+            while po < hi and len(delivered) < max_count and len(st.entries) < limit and waiting < lookahead:
                 index = await store.read_index(src, qid, po, min(256, max(32, 2 * max_count)))
                 if not index:
                     break
@@ -368,7 +371,7 @@ class Pops:
                 loaded = dict(zip((ie.commit_offset for ie in want), await store.read_messages([ie.commit_offset for ie in want])))
                 progressed = False
                 for ie in index:
-                    if len(delivered) >= max_count or len(st.entries) >= limit:
+                    if len(delivered) >= max_count or len(st.entries) >= limit or waiting >= lookahead:
                         break
                     po = ie.queue_offset + 1
                     progressed = True
@@ -383,6 +386,7 @@ class Pops:
                     st.entries[e.pos] = e
                     if fifo and e.mgroup and e.mgroup in blocked:
                         batch.puts.append((T_POP, st.key(e), e.record()))  # waits behind its group
+                        waiting += 1
                         continue
                     if e.mgroup:
                         blocked.add(e.mgroup)
@@ -402,10 +406,11 @@ class Pops:
             e.deadline = now + invisible_ms
             batch.puts.append((T_POP, st.key(e), e.record()))
             self._track(st, e)
-            m = msgs[e.pos]
-            view = m.copy(topic=st.topic if e.retry else m.topic)
-            view.reconsume_times = m.reconsume_times + e.attempts - 1
-            out.append((view, e.handle()))
+            m = msgs[e.pos]  # a fresh copy from the store: ours to change
+            if e.retry:
+                m.topic = st.topic
+            m.reconsume_times += e.attempts - 1
+            out.append((m, e.handle()))
         if batch.messages or batch.puts or batch.deletes:
             await b.write(batch)
         self.dead_lettered += len(dead)
