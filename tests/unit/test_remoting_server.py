@@ -360,3 +360,24 @@ def test_no_trio_in_codec_and_handlers() -> None:
 def test_frame_bytes_helper_sanity() -> None:
     raw = encode_command(RemotingCommand(code=105, opaque=1, ext={"topic": "T"}))
     assert raw[4] == 0 and decode_properties(encode_properties({"a": "b"})) == {"a": "b"}
+
+
+async def test_consumer_running_info_is_forwarded_to_the_client() -> None:
+    async with serve() as srv, srv.client() as consumer, srv.client() as admin:
+        await consumer.heartbeat("cid-r", consumer_group="RG", subscriptions={"T": "*"})
+        result: list[RemotingCommand] = []
+
+        async def ask() -> None:
+            result.append(await admin.request(307, consumerGroup="RG", clientId="cid-r", jstackEnable=False))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(ask)
+            with trio.fail_after(5):
+                fwd = await consumer.incoming.receive()
+                while fwd.code == 40:  # its own join's consumer-ids-changed comes first
+                    fwd = await consumer.incoming.receive()
+            assert fwd.code == 307 and not fwd.is_oneway
+            await consumer.send(fwd.response(body=b'{"properties":{}}'))
+        assert result[0].code == 0 and result[0].body == b'{"properties":{}}'
+        r = await admin.request(307, consumerGroup="RG", clientId="nobody")
+        assert r.code == 206

@@ -1,0 +1,229 @@
+"""Remoting throughput: produce and consume messages/s against a real rocketlite process.
+
+    python benchmarks/remoting_bench.py [--messages 20000] [--size 100] [--concurrency 1 16]
+
+Starts ``rocketlite serve`` (LMDB store in a temp dir, remoting only) as a subprocess, drives it
+with our own pipelined Trio remoting client (SEND_MESSAGE_V2 one request at a time per producer
+connection; PULL_MESSAGE 32 at a time per queue), and prints messages/s beside the storage
+figure measured in the same run: the core's ``broker.send`` straight onto an LMDB store in this
+process, same sizes and concurrency, no network. The ratio says what the protocol layer costs.
+Interop with real clients is proven by tests/interop, not here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from rocketlite.protocols.remoting.client import RemotingClient
+
+
+@dataclass
+class Figure:
+    what: str
+    concurrency: int
+    messages: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds if self.seconds > 0 else 0.0
+
+
+def start_server(data_dir: str, flush: str) -> tuple[subprocess.Popen[bytes], str, int]:
+    cmd = [sys.executable, "-m", "rocketlite", "serve", "--host", "127.0.0.1", "--remoting-port", "0",
+           "--broker-port", "0", "--data-dir", data_dir, "--flush", flush, "--log-level", "warning",
+           "--disable", "grpc", "--disable", "mqtt", "--disable", "http"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    buf = b""
+    deadline = time.monotonic() + 30
+    while b"\n" not in buf:
+        if time.monotonic() > deadline or not sel.select(deadline - time.monotonic()):
+            proc.kill()
+            raise RuntimeError(f"no READY line: {buf!r}")
+        chunk = os.read(proc.stdout.fileno(), 4096)
+        if not chunk:
+            raise RuntimeError(f"server exited: {buf!r}")
+        buf += chunk
+    line = buf.split(b"\n", 1)[0].decode()
+    addr = next(p.split("=", 1)[1] for p in line.split()[1:] if p.startswith("remoting="))
+    host, _, port = addr.rpartition(":")
+    return proc, host, int(port)
+
+
+async def broker_address(host: str, port: int, topic: str) -> tuple[str, int, int]:
+    async with RemotingClient.connect(host, port) as c:
+        r = await c.request(105, topic=topic)
+        route = json.loads(r.body)
+    addr = route["brokerDatas"][0]["brokerAddrs"]["0"]
+    h, _, p = addr.rpartition(":")
+    return h, int(p), int(route["queueDatas"][0]["writeQueueNums"])
+
+
+async def produce(host: str, port: int, topic: str, total: int, concurrency: int, size: int) -> Figure:
+    body = b"x" * size
+    per = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+    errors: list[str] = []
+
+    async def producer(n: int, i: int) -> None:
+        async with RemotingClient.connect(host, port) as c:
+            for k in range(n):
+                r = await c.send_message(topic, body, group="bench", queue_id=(i + k) % 4, tags="bench")
+                if r.code != 0:
+                    errors.append(f"{r.code} {r.remark}")
+                    return
+
+    t0 = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for i, n in enumerate(per):
+            nursery.start_soon(producer, n, i)
+    dt = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"send failed: {errors[0]}")
+    return Figure("produce", concurrency, total, dt)
+
+
+async def consume(host: str, port: int, topic: str, queues: int, total: int) -> Figure:
+    got = [0]
+
+    async def puller(c: RemotingClient, qid: int) -> None:
+        offset = 0
+        while got[0] < total:
+            r = await c.request(11, consumerGroup="bench-consumer", topic=topic, queueId=qid, queueOffset=offset,
+                                maxMsgNums=32, sysFlag=6, commitOffset=0, suspendTimeoutMillis=1000,
+                                subscription="*", subVersion=0)
+            if r.code == 0:
+                n = _count_records(r.body)
+                got[0] += n
+                offset = int(r.ext["nextBeginOffset"])
+            elif r.code in (19, 20, 21):
+                offset = int(r.ext.get("nextBeginOffset", offset))
+                if r.code == 19 and offset >= int(r.ext.get("maxOffset", 0)):
+                    return
+
+    t0 = time.perf_counter()
+    async with RemotingClient.connect(host, port) as c:
+        async with trio.open_nursery() as nursery:
+            for q in range(queues):
+                nursery.start_soon(puller, c, q)
+    return Figure("consume", queues, got[0], time.perf_counter() - t0)
+
+
+def _count_records(body: bytes) -> int:
+    n = pos = 0
+    while pos + 4 <= len(body):
+        pos += int.from_bytes(body[pos : pos + 4], "big")
+        n += 1
+    return n
+
+
+async def storage_figure(total: int, concurrency: int, size: int, flush: str) -> Figure:
+    """The storage benchmark's figure: ``broker.send`` on an LMDB store, no protocol."""
+    try:  # prefer the project's own storage benchmark when it exists
+        from rocketlite import bench as project_bench  # type: ignore[attr-defined]
+
+        fn = getattr(project_bench, "storage_send_rate", None)
+        if fn is not None:
+            rate = await fn(messages=total, size=size, concurrency=concurrency, flush=flush)
+            return Figure("storage (rocketlite bench storage)", concurrency, total, total / rate)
+    except ImportError:
+        pass
+    from rocketlite.core.broker import Broker
+    from rocketlite.core.message import Message
+    from rocketlite.runtime import TrioRuntime
+    from rocketlite.storage import open_store
+
+    body = b"x" * size
+    with tempfile.TemporaryDirectory(prefix="rl-bench-store-") as d:
+        store = open_store(d, flush=flush)
+        await store.open()
+        try:
+            async with trio.open_nursery() as nursery:
+                broker = Broker(store, TrioRuntime(nursery))
+                await broker.start()
+                per = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
+
+                async def writer(n: int, i: int) -> None:
+                    for k in range(n):
+                        await broker.send([Message("bench", body, queue_id=(i + k) % 4, tags="bench")])
+
+                t0 = time.perf_counter()
+                async with trio.open_nursery() as inner:
+                    for i, n in enumerate(per):
+                        inner.start_soon(writer, n, i)
+                dt = time.perf_counter() - t0
+                nursery.cancel_scope.cancel()
+        finally:
+            await store.close()
+    return Figure("storage (broker.send, LMDB)", concurrency, total, dt)
+
+
+async def run(args: argparse.Namespace) -> list[Figure]:
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="rl-bench-remoting-") as data_dir:
+        proc, host, ns_port = start_server(data_dir, args.flush)
+        try:
+            bhost, bport, queues = await broker_address(host, ns_port, "bench")
+            for conc in args.concurrency:
+                topic = f"bench_{conc}"
+                figures.append(await produce(bhost, bport, topic, args.messages, conc, args.size))
+                figures.append(await consume(bhost, bport, topic, queues, args.messages))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    for conc in args.concurrency:
+        figures.append(await storage_figure(args.messages, conc, args.size, args.flush))
+    return figures
+
+
+def report(figures: list[Figure], size: int, flush: str) -> str:
+    lines = [f"remoting benchmark: {size} B messages, flush={flush}",
+             f"{'what':<38} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>10}"]
+    for f in figures:
+        lines.append(f"{f.what:<38} {f.concurrency:>4} {f.messages:>9} {f.seconds:>8.2f} {f.rate:>10.0f}")
+    stor = {f.concurrency: f.rate for f in figures if f.what.startswith("storage")}
+    for f in figures:
+        if f.what == "produce" and stor.get(f.concurrency):
+            lines.append(f"produce over remoting / storage at concurrency {f.concurrency}: "
+                         f"{f.rate / stor[f.concurrency]:.2f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--messages", type=int, default=20000)
+    p.add_argument("--size", type=int, default=100)
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    p.add_argument("--flush", choices=["async", "sync"], default="async")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    figures = trio.run(run, args)
+    if args.json:
+        print(json.dumps([{**f.__dict__, "rate": f.rate} for f in figures]))
+    else:
+        print(report(figures, args.size, args.flush))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
