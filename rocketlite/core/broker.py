@@ -300,6 +300,7 @@ class Broker:
         for _, k in drops:
             del self._offsets[k]
         await self.store.write(WriteBatch(deletes=[(T_GROUP, name.encode()), *drops]))
+        await self.pops.drop_group(name)
         return gc is not None
 
     # -- send ----------------------------------------------------------------------------------

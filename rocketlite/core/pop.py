@@ -398,6 +398,7 @@ class Pops:
                 st.offsets[(retry, qid)] = po
                 batch.puts.append((T_POP_OFFSET, st.offset_key(retry, qid), po))
 
+        self._watermarks(st, [q for r, q in sources if not r], batch)
         out: list[tuple[Message, str]] = []
         for e in delivered:
             self._untrack(e)
@@ -415,6 +416,39 @@ class Pops:
             await b.write(batch)
         self.dead_lettered += len(dead)
         return out
+
+    def _watermarks(self, st: PopState, qids: list[int], batch: WriteBatch) -> None:
+        """Mirror "everything below is done" into the group's consumer offsets (admin, lag)."""
+        from rocketlite.core.broker import T_OFFSET, offset_key
+
+        lowest: dict[int, int] = {}
+        for e in st.entries.values():
+            if not e.retry and e.offset < lowest.get(e.queue_id, 1 << 62):
+                lowest[e.queue_id] = e.offset
+        offsets = self.broker._offsets
+        for qid in qids:
+            po = st.offsets.get((False, qid))
+            if po is None:
+                continue
+            wm = min(po, lowest.get(qid, po))
+            key = offset_key(st.group, st.topic, qid)
+            if offsets.get(key) != wm:
+                offsets[key] = wm
+                batch.puts.append((T_OFFSET, key, wm))
+
+    async def drop_group(self, group: str) -> None:
+        """Forget a deleted group's POP state."""
+        batch = WriteBatch()
+        for (g, t), st in list(self._states.items()):
+            if g != group:
+                continue
+            for e in list(st.entries.values()):
+                self._drop(st, e, batch)
+            for (r, q) in st.offsets:
+                batch.deletes.append((T_POP_OFFSET, st.offset_key(r, q)))
+            del self._states[(g, t)]
+        if batch.deletes:
+            await self.broker.store.write(batch)
 
     def _init_offset(self, st: PopState, retry: bool, src: str, qid: int, init_mode: str) -> int:
         store = self.broker.store

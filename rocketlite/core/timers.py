@@ -123,6 +123,18 @@ class TimerEntry:
         return {"at": self.deliver_at, "tid": self.tid, "uid": self.uid, "topic": self.topic, "qid": self.queue_id}
 
 
+_MSG_FIELDS = ("topic", "body", "queue_id", "tags", "keys", "properties", "flag", "sys_flag", "born_timestamp",
+               "born_host", "store_timestamp", "reconsume_times")
+
+
+def message_record(m: Message) -> dict[str, Any]:
+    return {f: getattr(m, f) for f in _MSG_FIELDS}
+
+
+def message_from_record(rec: dict[str, Any]) -> Message:
+    return Message(**{f: rec[f] for f in _MSG_FIELDS if f in rec})
+
+
 def strip_key(keys: str, token: str) -> str:
     return " ".join(k for k in keys.split(" ") if k and k != token)
 
@@ -187,7 +199,12 @@ class Timers:
         stored.properties[PROP_TIMER_ID] = tid
         stored.keys = (msg.keys + " " + tid).strip()
         e = TimerEntry(deliver_at, tid, msg.unique_id, msg.topic, msg.queue_id)
-        return stored, [(T_TIMER, e.key, e.record())], e
+        rec = e.record()
+        s = self.broker.settings
+        now = self.broker.now_ms()
+        if s.retention_bytes is not None or (s.retention_age_ms is not None and deliver_at - now > s.retention_age_ms // 2):
+            rec["msg"] = message_record(stored)  # retention may remove the log copy before it is due
+        return stored, [(T_TIMER, e.key, rec)], e
 
     def committed(self, e: TimerEntry, stored: Message) -> None:
         e.commit_offset = stored.commit_offset
@@ -257,8 +274,11 @@ class Timers:
         for e, m in zip(batch_entries, msgs):
             batch.deletes.append((T_TIMER, e.key))
             if e.commit_offset < 0 or m is None or m.properties.get(PROP_TIMER_ID) != e.tid:
-                log.warning("timer %s: message gone (retention?), dropped", e.tid)
-                continue
+                rec = await store.get(T_TIMER, e.key)
+                m = message_from_record(rec["msg"]) if rec and rec.get("msg") else None
+                if m is None:
+                    log.warning("timer %s: message gone (retention?), dropped", e.tid)
+                    continue
             batch.messages.append(await self.restore(m, e, now))
         try:
             await self.broker.write(batch)

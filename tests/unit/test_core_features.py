@@ -383,3 +383,31 @@ async def test_reset_clears_everything(autojump_clock: trio.testing.MockClock) -
         assert b.locks.holder("G", "T", 0) is None
         await trio.sleep(100)
         assert await drain(b, "T") == []
+
+
+async def test_pop_mirrors_consumer_offsets(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.create_topic("T", queues=1)
+        await b.send([Message("T", bytes([i])) for i in range(4)])
+        got = await b.pop("G", "T", 2, 10_000)
+        assert b.query_offset("G", "T", 0) == 0
+        await b.ack("G", "T", got[0][1])
+        await b.ack("G", "T", got[1][1])
+        more = await b.pop("G", "T", 1, 10_000)
+        assert b.query_offset("G", "T", 0) == 2
+        await b.ack("G", "T", more[0][1])
+        assert await b.pop("G", "T", 5, 10_000) != []
+        assert b.query_offset("G", "T", 0) == 3
+        await b.delete_group("G")
+        assert b.pops.inflight("G", "T") == []
+
+
+async def test_long_timer_outlives_retention(autojump_clock: trio.testing.MockClock) -> None:
+    async with running(retention_age_ms=60_000, retention_interval_ms=10_000) as b:
+        t0 = b.now_ms()
+        (r,) = await b.send([Message("T", b"x", keys="k", properties={PROP_DELIVER_TIME_MS: str(t0 + 600_000)})])
+        await trio.sleep(300)
+        assert b.store.stats()["messages"] == 0  # the parked copy is gone
+        await trio.sleep(301)
+        msgs = await drain(b, "T")
+        assert [(m.body, m.keys, m.unique_id) for m in msgs] == [(b"x", "k", r.unique_id)]
