@@ -165,13 +165,18 @@ def test_delayed_message_arrives_no_earlier_than_asked_cpp(srv: RocketliteProces
     assert got["t"] >= sent["t"] + 1000
 
 
-def test_consumption_resumes_from_committed_offset_after_restart(srv: RocketliteProcess, tmp_path: Path) -> None:
-    run_client("alions", cfg_for(srv, "produce", "restart", n=10), tmp_path)
-    first = event(run_client("alions", cfg_for(srv, "consume", "restart", n=10), tmp_path), "consumed")["got"]
+@pytest.mark.parametrize("kind", ["alions", "cpp21"])
+def test_consumption_resumes_from_committed_offset_after_restart(kind: str, srv: RocketliteProcess,
+                                                                 tmp_path: Path) -> None:
+    # ali-ons persists offsets on close; the C++ client every 5 s (it is ended with os._exit)
+    settle = {"settleS": 6} if kind != "alions" else {}
+    run_client(kind, cfg_for(srv, "produce", f"restart_{kind}", n=10), tmp_path)
+    first = event(run_client(kind, cfg_for(srv, "consume", f"restart_{kind}", n=10, **settle), tmp_path),
+                  "consumed")["got"]
     assert len(first) == 10
     srv.restart()
-    run_client("alions", cfg_for(srv, "produce", "restart", n=5, prefix="after"), tmp_path)
-    again = event(run_client("alions", cfg_for(srv, "consume", "restart", n=5), tmp_path), "consumed")["got"]
+    run_client(kind, cfg_for(srv, "produce", f"restart_{kind}", n=5, prefix="after"), tmp_path)
+    again = event(run_client(kind, cfg_for(srv, "consume", f"restart_{kind}", n=5), tmp_path), "consumed")["got"]
     assert sorted(g["body"] for g in again) == [f"after-{i}" for i in range(5)]
 
 
