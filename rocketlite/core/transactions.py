@@ -30,8 +30,9 @@ The half copy goes to :data:`HALF_TOPIC` queue 0 (with ``REAL_TOPIC``/``REAL_QID
 the ``txn`` table (key = transaction id) records producer group, unique id, check count and the
 next check time, in the same batch. The transaction id is appended to the copy's keys so the
 key index finds the copy after a restart. The check service wakes at the earliest next-check
-time: first check at store time + max(``transaction_timeout_ms``, immunity), then every
-``transaction_check_interval_ms``; after ``transaction_check_max`` checks the half is discarded.
+time: first check at store time + ``transaction_timeout_ms`` (or the message's immunity when it
+has one), then every ``transaction_check_interval_ms``; after ``transaction_check_max`` checks the
+half is discarded (a copy goes to :data:`CHECK_MAX_TOPIC`, as in RocketMQ, for inspection).
 Each check goes to the most recently seen live producer of the producer group whose protocol
 registered a checker (falling back to producers registered under the topic name, or listing the
 topic in their ``subscriptions``, which is how gRPC producers announce their topics).
@@ -65,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("rocketlite.transactions")
 
 HALF_TOPIC = "RMQ_SYS_TRANS_HALF_TOPIC"
+CHECK_MAX_TOPIC = "TRANS_CHECK_MAX_TIME_TOPIC"  # where RocketMQ parks halves nobody resolved
 T_TXN = "txn"
 PROP_TRANSACTION_ID = "__transactionId__"
 
@@ -178,11 +180,12 @@ class Transactions:
         msg.properties[PROP_TRANSACTION_ID] = txn_id
         msg.sys_flag = (msg.sys_flag & ~SYSFLAG_TRANSACTION_MASK) | SYSFLAG_TRANSACTION_PREPARED
         first = s.transaction_timeout_ms
-        try:
+        try:  # like RocketMQ, a valid immunity replaces the transaction timeout
             immunity = int(float(msg.properties.get(PROP_CHECK_IMMUNITY_SECONDS, "") or 0) * 1000)
         except ValueError:
             immunity = 0
-        first = max(first, immunity)
+        if immunity > 0:
+            first = immunity
         stored = msg.copy(topic=HALF_TOPIC, queue_id=0)
         stored.properties[PROP_REAL_TOPIC] = msg.topic
         stored.properties[PROP_REAL_QUEUE_ID] = str(msg.queue_id)
@@ -317,10 +320,22 @@ class Transactions:
             if e.txn_id not in self._entries or e.busy:
                 continue
             if e.checks >= s.transaction_check_max:
-                log.warning("transaction %s (%s) unresolved after %d checks: discarded", e.txn_id, e.topic, e.checks)
+                log.warning("transaction %s (%s) unresolved after %d checks: discarded to %s", e.txn_id, e.topic,
+                            e.checks, CHECK_MAX_TOPIC)
+                e.busy = True
+                batch = WriteBatch(deletes=[(T_TXN, e.txn_id.encode())])
+                try:
+                    half = await self._half_message(e)
+                    if half is not None:
+                        await self.broker.get_or_create_topic(CHECK_MAX_TOPIC, queues=1)
+                        kept = half.copy(topic=CHECK_MAX_TOPIC, queue_id=0, queue_offset=-1, commit_offset=-1)
+                        kept.keys = strip_key(kept.keys, e.txn_id)
+                        batch.messages.append(kept)
+                    await self.broker.write(batch)
+                finally:
+                    e.busy = False
                 self._remove(e)
                 self.discarded += 1
-                await self.broker.store.write(WriteBatch(deletes=[(T_TXN, e.txn_id.encode())]))
                 continue
             e.checks += 1
             e.next_check_ms = now + s.transaction_check_interval_ms

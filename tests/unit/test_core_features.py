@@ -173,6 +173,27 @@ async def test_transaction_gives_up_after_max_checks(autojump_clock: trio.testin
         assert len(calls) == 3
         assert len(b.transactions) == 0
         assert await drain(b, "T") == []
+        (kept,) = await drain(b, "TRANS_CHECK_MAX_TIME_TOPIC")
+        assert kept.body == b"tx" and kept.properties["REAL_TOPIC"] == "T"
+
+
+async def test_transaction_check_immunity(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        seen: list[int] = []
+
+        async def checker(client: ClientInfo, msg: Message, txn: str) -> None:
+            seen.append(b.now_ms())
+            await b.end_transaction("PG", transaction_id=txn, action="rollback", from_check=True)
+
+        b.add_transaction_checker("test", checker)
+        b.register_producer(ClientInfo("p1", "PG", protocol="test"))
+        t0 = b.now_ms()
+        m = half()
+        m.properties["CHECK_IMMUNITY_TIME_IN_SECONDS"] = "20"
+        await b.send([m])
+        await trio.sleep(30)
+        assert len(seen) == 1 and 20_000 <= seen[0] - t0 < 20_100
+        assert await drain(b, "T") == []
 
 
 # -- retry / DLQ ---------------------------------------------------------------------------------
@@ -411,3 +432,23 @@ async def test_long_timer_outlives_retention(autojump_clock: trio.testing.MockCl
         await trio.sleep(301)
         msgs = await drain(b, "T")
         assert [(m.body, m.keys, m.unique_id) for m in msgs] == [(b"x", "k", r.unique_id)]
+
+
+async def test_check_back_reaches_grpc_style_producers(autojump_clock: trio.testing.MockClock) -> None:
+    """gRPC producers register under the topic name, or list their topics as subscriptions."""
+    from rocketlite.core.filters import Subscription
+
+    async with running() as b:
+        asked: list[str] = []
+
+        async def checker(client: ClientInfo, msg: Message, txn: str) -> None:
+            asked.append(client.client_id)
+
+        b.add_transaction_checker("grpc", checker)
+        b.register_producer(ClientInfo("other", "X", protocol="grpc", subscriptions={"T": Subscription("T")}))
+        await b.send([Message("T", b"a", properties={"TRAN_MSG": "true"})])  # PGROUP defaults to the topic
+        await trio.sleep(7)
+        assert asked == ["other"]
+        b.register_producer(ClientInfo("by-topic", "T", protocol="grpc"))
+        await trio.sleep(30)
+        assert asked == ["other", "by-topic"]
