@@ -110,7 +110,7 @@ def _write_project(pytester: pytest.Pytester) -> None:
 
 def test_plugin_in_process(pytester: pytest.Pytester) -> None:
     _write_project(pytester)
-    result = pytester.runpytest("-p", "no:cacheprovider", "-v")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
     result.assert_outcomes(passed=8)
 
 
@@ -120,11 +120,11 @@ def test_plugin_against_external_process(pytester: pytest.Pytester, tmp_path_fac
     srv = RocketliteProcess(ephemeral=True, extra_args=["--set", "testing.enabled=true", "--set", "testing.port=0"])
     with srv:
         assert "testing=" in srv.ready_line
-        result = pytester.runpytest("-p", "no:cacheprovider", "-v", "-rs", f"--rocketlite-external={srv.ready_line}")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v", "-rs", f"--rocketlite-external={srv.ready_line}")
         result.assert_outcomes(passed=7, skipped=1)
         result.stdout.fnmatch_lines(["SKIPPED*test_user.py:*needs the in-process rocketlite*"])
         # a second run sees a fresh broker: the fixture resets through the control endpoint
-        result = pytester.runpytest("-p", "no:cacheprovider", f"--rocketlite-external={srv.ready_line}")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", f"--rocketlite-external={srv.ready_line}")
         result.assert_outcomes(passed=7, skipped=1)
 
 
@@ -136,7 +136,7 @@ def test_external_without_control_endpoint_warns(pytester: pytest.Pytester) -> N
         """
     )
     with RocketliteProcess(ephemeral=True) as srv:
-        result = pytester.runpytest("-p", "no:cacheprovider", f"--rocketlite-external={srv.ready_line}")
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:trio", f"--rocketlite-external={srv.ready_line}")
     result.assert_outcomes(passed=1, warnings=1)
     result.stdout.fnmatch_lines(["*no test-control endpoint*NOT*isolated*"])
 
@@ -153,10 +153,18 @@ def test_failure_report_shows_what_the_broker_saw(pytester: pytest.Pytester) -> 
         async def test_trio(rocketlite_trio):
             await rocketlite_trio.send("audit", "trio-side")
             assert False
+
+        def test_passing(rocketlite):
+            rocketlite.send("payments", "fine")
+
+        def test_without_broker():
+            assert False, "no broker here"
         """
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=2)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=3, passed=1)
+    out = result.stdout.str()
+    assert out.count("what the broker saw") == 2, out  # not for the passing test, not without the fixture
     result.stdout.fnmatch_lines(
         [
             "*rocketlite: what the broker saw (in-process rocketlite)*",
@@ -171,21 +179,11 @@ def test_failure_report_shows_what_the_broker_saw(pytester: pytest.Pytester) -> 
     result.stdout.fnmatch_lines(["*rocketlite: what the broker saw*", "*audit*", "*body='trio-side'*"])
 
 
-def test_passing_tests_get_no_report_and_other_tests_are_untouched(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        test_plain="""
-        def test_no_broker():
-            assert False
-        """
-    )
-    result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(failed=1)
-    assert "what the broker saw" not in result.stdout.str()
-
-
 def test_bad_external_spec_is_a_clear_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_x="def test_x(rocketlite):\n    pass\n")
-    result = pytester.runpytest("-p", "no:cacheprovider", "--rocketlite-external=localhost:notaport")
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "-p", "no:trio", "--rocketlite-external=localhost:notaport"
+    )
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*cannot read rocketlite external spec*"])
 
