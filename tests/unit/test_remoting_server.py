@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import trio
+import trio.testing
 
 from rocketlite.config import Settings
 from rocketlite.core.broker import Broker, BrokerSettings
@@ -381,3 +382,55 @@ async def test_consumer_running_info_is_forwarded_to_the_client() -> None:
         assert result[0].code == 0 and result[0].body == b'{"properties":{}}'
         r = await admin.request(307, consumerGroup="RG", clientId="nobody")
         assert r.code == 206
+
+
+# -- every handler survives arbitrary fields and bodies -------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from rocketlite.protocols.remoting.handlers import Advertised, RemotingService  # noqa: E402
+
+_FIELD_NAMES = ["topic", "queueId", "consumerGroup", "queueOffset", "maxMsgNums", "sysFlag", "commitOffset",
+                "suspendTimeoutMillis", "subscription", "expressionType", "offset", "group", "delayLevel",
+                "commitOrRollback", "commitLogOffset", "producerGroup", "clientID", "key", "maxNum",
+                "extraInfo", "invisibleTime", "pollTime", "a", "b", "e", "f", "i", "m", "timestamp", "clientId"]
+
+
+class _FakeSession:
+    peer = "127.0.0.1:1"
+
+    def __init__(self) -> None:
+        from rocketlite.protocols.remoting.handlers import ConnState
+
+        self.state = ConnState()
+
+    def send_soon(self, cmd: RemotingCommand) -> None:
+        pass
+
+    async def request(self, cmd: RemotingCommand, timeout_ms: float) -> None:
+        return None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    code=st.sampled_from([10, 11, 12, 14, 15, 17, 25, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 41, 42, 46, 105, 200,
+                          307, 310, 320, 200050, 200051, 200053, 7]),
+    ext=st.dictionaries(st.sampled_from(_FIELD_NAMES),
+                        st.one_of(st.text(max_size=12), st.integers(-5, 40).map(str)), max_size=8),
+    body=st.one_of(st.binary(max_size=64), st.sampled_from([b"[]", b"{}", b'{"mqSet":[{}]}', b'{"clientID":1}',
+                                                            b'{"consumerDataSet":[{"groupName":"g"}]}', b"null"])),
+)
+def test_fuzz_handlers_always_answer(code: int, ext: dict[str, str], body: bytes) -> None:
+    async def main() -> None:
+        store = MemoryStore()
+        await store.open()
+        async with trio.open_nursery() as nursery:
+            broker = Broker(store, TrioRuntime(nursery))
+            await broker.start()
+            svc = RemotingService(broker, Advertised("127.0.0.1", 10911))
+            resp = await svc.handle(_FakeSession(), RemotingCommand(code=code, opaque=1, ext=ext, body=body))
+            assert resp is None or resp.is_response
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))

@@ -10,6 +10,7 @@ broker-initiated requests that want an answer.
 from __future__ import annotations
 
 import logging
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Protocol
@@ -233,9 +234,10 @@ class RemotingService:
                 resp = cmd.response(R.SYSTEM_ERROR, remark=str(exc))
             except BrokerError as exc:
                 resp = cmd.response(error_code(exc), remark=str(exc))
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            except (ValueError, KeyError, TypeError, AttributeError, OverflowError, struct.error) as exc:
+                # malformed fields or bodies (wrong JSON shapes, non-numbers): the client's fault
                 log.debug("bad request code %s from %s: %r", cmd.code, session.peer, exc)
-                resp = cmd.response(R.SYSTEM_ERROR, remark=f"bad request: {exc}")
+                resp = cmd.response(R.SYSTEM_ERROR, remark=f"bad request: {exc!r}"[:512])
         if cmd.is_oneway or resp is None:
             return None
         return resp
