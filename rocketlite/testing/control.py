@@ -88,9 +88,14 @@ class Control:
         return await handler(query, doc)
 
     async def index(self, query: dict[str, str], doc: Any) -> Any:
+        remoting = self.ctx.services.get("remoting")
+        adv = getattr(getattr(remoting, "service", None), "adv", None)
         return {
             "rocketlite_testing": __version__,
             "listeners": {k: f"{h}:{p}" for k, (h, p) in self.ctx.addresses.items()},
+            # the remoting roles' bound ports (nameserver, broker, vip) and the advertised broker address
+            "remoting_ports": dict(getattr(remoting, "ports", {}) or {}),
+            "remoting_advertised": getattr(adv, "addr", None),
             "paths": ["POST /reset", "POST /seed", "POST /send", "GET /peek", "POST /receive", "GET /state",
                       "POST /advertise"],
         }
