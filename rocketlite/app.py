@@ -103,14 +103,16 @@ class App:
                         self.addresses[name] = (display_host(host, s), port)
                     ctx.ready = True
                     if self.handle_signals:
-                        nursery.start_soon(self._signals, cancel)
+                        # receiver installed before READY: a signal right after READY is handled
+                        await nursery.start(self._signals, cancel)
                     task_status.started(self)
         finally:
             with trio.CancelScope(shield=True):
                 await store.close()
 
-    async def _signals(self, cancel: trio.CancelScope) -> None:
+    async def _signals(self, cancel: trio.CancelScope, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 cancel.cancel()
