@@ -49,7 +49,15 @@ DECLARED: dict[str, tuple[str, str]] = {
 def _key(labels: Mapping[str, str] | None) -> LabelKey:
     if not labels:
         return ()
+    if len(labels) == 1:
+        ((k, v),) = labels.items()
+        return ((k, str(v)),)
     return tuple(sorted((k, str(v)) for k, v in labels.items()))
+
+
+def label_key(**labels: str) -> LabelKey:
+    """A reusable label key for :meth:`Registry.inc_key` (e.g. made once per connection)."""
+    return _key(labels)
 
 
 def _escape(value: str) -> str:
@@ -104,6 +112,7 @@ class Registry:
         }
         self.help: dict[str, tuple[str, str]] = dict(DECLARED)
         self._collectors: list[Collector] = []
+        self._pt_keys: dict[tuple[str, str], LabelKey] = {}
 
     # -- declaring ------------------------------------------------------------------------------
     def describe(self, name: str, kind: str, help_text: str, buckets: tuple[float, ...] | None = None) -> None:
@@ -118,6 +127,13 @@ class Registry:
         if series is None:
             series = self.counters[name] = {}
         key = _key(labels)
+        series[key] = series.get(key, 0) + n
+
+    def inc_key(self, name: str, key: LabelKey, n: float = 1) -> None:
+        """``inc`` with a label key made once by :func:`label_key` (the cheapest update)."""
+        series = self.counters.get(name)
+        if series is None:
+            series = self.counters[name] = {}
         series[key] = series.get(key, 0) + n
 
     def set(self, name: str, labels: Mapping[str, str] | None, value: float) -> None:
@@ -139,15 +155,23 @@ class Registry:
         h.observe(value)
 
     # -- conveniences for front-ends -------------------------------------------------------------
+    def _pt_key(self, protocol: str, topic: str) -> LabelKey:
+        key = self._pt_keys.get((protocol, topic))
+        if key is None:
+            if len(self._pt_keys) > 100_000:
+                self._pt_keys.clear()
+            key = self._pt_keys[(protocol, topic)] = (("protocol", protocol), ("topic", topic))
+        return key
+
     def messages_in(self, protocol: str, topic: str, count: int = 1, nbytes: int = 0) -> None:
-        labels = {"protocol": protocol, "topic": topic}
-        self.inc("rocketlite_messages_in_total", labels, count)
-        self.inc("rocketlite_bytes_in_total", labels, nbytes)
+        key = self._pt_key(protocol, topic)
+        self.inc_key("rocketlite_messages_in_total", key, count)
+        self.inc_key("rocketlite_bytes_in_total", key, nbytes)
 
     def messages_out(self, protocol: str, topic: str, count: int = 1, nbytes: int = 0) -> None:
-        labels = {"protocol": protocol, "topic": topic}
-        self.inc("rocketlite_messages_out_total", labels, count)
-        self.inc("rocketlite_bytes_out_total", labels, nbytes)
+        key = self._pt_key(protocol, topic)
+        self.inc_key("rocketlite_messages_out_total", key, count)
+        self.inc_key("rocketlite_bytes_out_total", key, nbytes)
 
     def connection_opened(self, protocol: str) -> None:
         self.inc("rocketlite_connections_opened_total", {"protocol": protocol})

@@ -34,7 +34,7 @@ from rocketlite.core.message import (
     Message,
 )
 from rocketlite.frontends import FrontEndContext
-from rocketlite.metrics import METRICS, Registry, Sample
+from rocketlite.metrics import METRICS, Registry, Sample, label_key
 
 log = logging.getLogger("rocketlite.http")
 
@@ -442,6 +442,7 @@ class OpsApp:
         self.started = time.monotonic()
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.token = str(ctx.settings.get("http", "admin_token", "") or "")
+        self._topic_keys: dict[str, Any] = {}
         describe_broker_metrics(METRICS)
         ctx.services.setdefault("metrics", METRICS)
         self.broker.write_listeners.append(self._count_stored)
@@ -472,10 +473,29 @@ class OpsApp:
         self.routes.append((method, rx, handler))
 
     def _count_stored(self, msgs: list[Message]) -> None:
+        """Write listener (hot path): per topic, messages and bytes committed."""
+        keys = self._topic_keys
+        if len(msgs) == 1:
+            m = msgs[0]
+            key = keys.get(m.topic)
+            if key is None:
+                key = keys[m.topic] = label_key(topic=m.topic)
+            METRICS.inc_key("rocketlite_stored_messages_total", key, 1)
+            METRICS.inc_key("rocketlite_stored_bytes_total", key, len(m.body))
+            return
+        per_topic: dict[str, list[int]] = {}
         for m in msgs:
-            labels = {"topic": m.topic}
-            METRICS.inc("rocketlite_stored_messages_total", labels)
-            METRICS.inc("rocketlite_stored_bytes_total", labels, len(m.body))
+            acc = per_topic.get(m.topic)
+            if acc is None:
+                acc = per_topic[m.topic] = [0, 0]
+            acc[0] += 1
+            acc[1] += len(m.body)
+        for topic, (n, nbytes) in per_topic.items():
+            key = keys.get(topic)
+            if key is None:
+                key = keys[topic] = label_key(topic=topic)
+            METRICS.inc_key("rocketlite_stored_messages_total", key, n)
+            METRICS.inc_key("rocketlite_stored_bytes_total", key, nbytes)
 
     # -- ASGI ---------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
