@@ -49,6 +49,7 @@ class MqttConnection:
         self._wake = trio.Event()
         self._closing = False
         self._cancel: trio.CancelScope | None = None
+        self._writer_done = trio.Event()
         self.inbound_inflight = 0
 
     # -- output ----------------------------------------------------------------------------------
@@ -79,20 +80,23 @@ class MqttConnection:
             self._cancel.cancel()
 
     async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake = trio.Event()
-            while self._out:
-                data = bytes(self._out)
-                self._out.clear()
-                await self._send(data)
-
-    async def _flush(self) -> None:
-        if self._out:
-            data = bytes(self._out)
-            self._out.clear()
-            with trio.move_on_after(1):
-                await self._send(data)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake = trio.Event()
+                while self._out:
+                    data = bytes(self._out)
+                    self._out.clear()
+                    await self._send(data)
+                if self._closing:
+                    return
+        except Exception as exc:  # noqa: BLE001 - the peer went away: stop reading too
+            log.debug("mqtt %s write failed: %r", self.peer, exc)
+            self._closing = True
+            if self._cancel is not None:
+                self._cancel.cancel()
+        finally:
+            self._writer_done.set()
 
     # -- input -----------------------------------------------------------------------------------
     async def run(self, receive: Callable[[], Awaitable[bytes]]) -> None:
@@ -117,8 +121,11 @@ class MqttConnection:
                             self.send_packet(C.Disconnect(exc.reason, {C.P_REASON_STRING: str(exc)[:200]}))
                     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                         pass
+                # let the writer drain what is queued (a DISCONNECT with a reason code), briefly
                 self._closing = True
-                await self._flush()
+                self._wake.set()
+                with trio.move_on_after(1):
+                    await self._writer_done.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -322,6 +329,8 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
     conn = MqttConnection(manager, peer, stream.send_all)
     try:
         await conn.run(receive)
+    except Exception:  # noqa: BLE001 - one connection's failure never takes the listener down
+        log.exception("mqtt connection %s failed", peer)
     finally:
         with trio.CancelScope(shield=True):
             with trio.move_on_after(1):
@@ -367,7 +376,10 @@ def websocket_handler(manager: MqttManager) -> Callable[..., Awaitable[None]]:
             await send({"type": "websocket.send", "bytes": data})
 
         conn = MqttConnection(manager, peer, ws_send)
-        await conn.run(ws_receive)
+        try:
+            await conn.run(ws_receive)
+        except Exception:  # noqa: BLE001
+            log.exception("mqtt websocket connection %s failed", peer)
         if not closed:
             try:
                 await send({"type": "websocket.close", "code": 1000})
