@@ -131,19 +131,11 @@ def _count_records(body: bytes) -> int:
 
 
 async def storage_figure(total: int, concurrency: int, size: int, flush: str) -> Figure:
-    """The storage benchmark's figure: ``broker.send`` on an LMDB store, no protocol."""
-    try:  # prefer the project's own storage benchmark when it exists
-        from rocketlite import bench as project_bench  # type: ignore[attr-defined]
+    """The storage benchmark's figure for the same size and concurrency, in this run.
 
-        fn = getattr(project_bench, "storage_send_rate", None)
-        if fn is not None:
-            rate = await fn(messages=total, size=size, concurrency=concurrency, flush=flush)
-            return Figure("storage (rocketlite bench storage)", concurrency, total, total / rate)
-    except ImportError:
-        pass
-    from rocketlite.core.broker import Broker
-    from rocketlite.core.message import Message
-    from rocketlite.runtime import TrioRuntime
+    Uses ``rocketlite bench storage``'s own case (``rocketlite.bench._append_case``: one message per
+    ``Store.write`` from N tasks on a fresh LMDB store) when it is there, else ``broker.send``.
+    """
     from rocketlite.storage import open_store
 
     body = b"x" * size
@@ -151,6 +143,19 @@ async def storage_figure(total: int, concurrency: int, size: int, flush: str) ->
         store = open_store(d, flush=flush)
         await store.open()
         try:
+            try:
+                from rocketlite.bench import _append_case
+            except ImportError:
+                _append_case = None
+            if _append_case is not None:
+                await _append_case(store, size, min(concurrency, 16), 0.2, False)  # warm-up, as it does
+                r = await _append_case(store, size, concurrency, 2.0, False)
+                return Figure("storage (rocketlite bench storage case)", concurrency, int(r["count"]),
+                              r["count"] / r["rate"] if r["rate"] else 0.0)
+            from rocketlite.core.broker import Broker
+            from rocketlite.core.message import Message
+            from rocketlite.runtime import TrioRuntime
+
             async with trio.open_nursery() as nursery:
                 broker = Broker(store, TrioRuntime(nursery))
                 await broker.start()
@@ -166,9 +171,9 @@ async def storage_figure(total: int, concurrency: int, size: int, flush: str) ->
                         inner.start_soon(writer, n, i)
                 dt = time.perf_counter() - t0
                 nursery.cancel_scope.cancel()
+            return Figure("storage (broker.send, LMDB)", concurrency, total, dt)
         finally:
             await store.close()
-    return Figure("storage (broker.send, LMDB)", concurrency, total, dt)
 
 
 async def run(args: argparse.Namespace) -> list[Figure]:
@@ -193,7 +198,8 @@ async def run(args: argparse.Namespace) -> list[Figure]:
 
 
 def report(figures: list[Figure], size: int, flush: str) -> str:
-    lines = [f"remoting benchmark: {size} B messages, flush={flush}",
+    lines = [f"remoting benchmark: {size} B messages, flush={flush}, {os.cpu_count()} CPUs, "
+             f"load average {os.getloadavg()[0]:.2f}",
              f"{'what':<38} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>10}"]
     for f in figures:
         lines.append(f"{f.what:<38} {f.concurrency:>4} {f.messages:>9} {f.seconds:>8.2f} {f.rate:>10.0f}")
