@@ -262,3 +262,15 @@ async def test_mqtt_manager_shape_and_metrics() -> None:
     families = {f.name: f for f in parser.text_string_to_metric_families(body.decode())}
     assert families["rocketlite_mqtt_sessions"].samples[0].value == 2
     assert families["rocketlite_mqtt_received"].samples[0].value == 4
+
+
+async def test_group_shows_pop_inflight() -> None:
+    broker, _, c = await make()
+    if not hasattr(broker, "pop"):
+        pytest.skip("core without POP")
+    await broker.create_topic("p", queues=1)
+    await broker.send([Message("p", b"m%d" % i) for i in range(3)])
+    got = await broker.pop("gp", "p", 2, 30_000)
+    assert len(got) == 2
+    g = await c.json("GET", "/api/groups/gp")
+    assert g["topics"][0]["pop_inflight"] == 2

@@ -219,7 +219,14 @@ def group_progress(broker: Broker, group: str) -> list[dict[str, Any]]:
             lag = max(0, hi - (committed if committed is not None else lo))
             queues.append({"queue_id": q, "broker_offset": hi, "min_offset": lo,
                            "consumer_offset": committed, "lag": lag})
-        out.append({"topic": topic, "lag": sum(x["lag"] for x in queues), "queues": queues})
+        entry: dict[str, Any] = {"topic": topic, "lag": sum(x["lag"] for x in queues), "queues": queues}
+        pops = getattr(broker, "pops", None)
+        if pops is not None and hasattr(pops, "inflight"):
+            try:  # POP / gRPC simple consumers: messages handed out and not yet acknowledged
+                entry["pop_inflight"] = len(pops.inflight(group, topic))
+            except Exception:
+                pass
+        out.append(entry)
     return out
 
 
@@ -369,6 +376,8 @@ def broker_samples(ctx: FrontEndContext, started: float) -> list[Sample]:
     for group in all_groups(b):
         for p in group_progress(b, group):
             out.append(("rocketlite_consumer_lag", {"group": group, "topic": p["topic"]}, p["lag"]))
+            if "pop_inflight" in p:
+                out.append(("rocketlite_pop_inflight", {"group": group, "topic": p["topic"]}, p["pop_inflight"]))
         out.append(("rocketlite_group_consumers", {"group": group}, len(b.consumers_of(group))))
     by_proto: dict[tuple[str, str], int] = {}
     for registry in (b.clients, b.producers):
@@ -410,6 +419,7 @@ def describe_broker_metrics(reg: Registry) -> None:
         ("rocketlite_topic_appended_total", "counter", "Messages ever appended per topic (sum of max queue offsets)."),
         ("rocketlite_consumer_lag", "gauge", "Messages not yet consumed per group and topic (max offset - committed)."),
         ("rocketlite_group_consumers", "gauge", "Consumers online per group."),
+        ("rocketlite_pop_inflight", "gauge", "POP / simple consumers: messages handed out and not yet acknowledged."),
         ("rocketlite_clients", "gauge", "Registered clients by role and protocol."),
         ("rocketlite_store_messages", "gauge", "Messages in the commit log."),
         ("rocketlite_store_bytes", "gauge", "Message bytes in the commit log."),

@@ -58,7 +58,8 @@ def openapi_document() -> dict[str, Any]:
             "queue_id": int_, "broker_offset": int_, "min_offset": int_,
             "consumer_offset": {"type": "integer", "nullable": True}, "lag": int_}},
         "TopicProgress": {"type": "object", "properties": {
-            "topic": str_, "lag": int_, "queues": {"type": "array", "items": _ref("QueueProgress")}}},
+            "topic": str_, "lag": int_, "queues": {"type": "array", "items": _ref("QueueProgress")},
+            "pop_inflight": {"type": "integer", "description": "POP/simple consumers: handed out, not acked"}}},
         "Client": {"type": "object", "properties": {
             "client_id": str_, "group": str_, "role": str_, "protocol": str_, "consume_type": str_,
             "message_model": str_, "orderly": {"type": "boolean"}, "last_seen_ms": int_,

@@ -167,7 +167,8 @@ async function loadGroupDetail(name) {
   }).join("");
   const clients = g.clients.map((c) => `<tr><td class="mono">${esc(c.client_id)}</td><td>${esc(c.protocol)}</td><td>${esc(c.consume_type)}</td>
     <td>${Object.entries(c.subscriptions).map(([t, e]) => `<span class="badge">${esc(t)}: ${esc(e)}</span>`).join("")}</td></tr>`).join("");
-  $("#group-detail").innerHTML = `<h3>Group <span class="mono">${esc(g.name)}</span> — total lag <span id="group-lag" class="${lagClass(g.lag)}">${fmtNum(g.lag)}</span></h3>
+  const inflight = g.topics.filter((t) => t.pop_inflight).map((t) => `<span class="badge pending">${esc(t.topic)}: ${t.pop_inflight} in flight</span>`).join("");
+  $("#group-detail").innerHTML = `<h3>Group <span class="mono">${esc(g.name)}</span> — total lag <span id="group-lag" class="${lagClass(g.lag)}">${fmtNum(g.lag)}</span> ${inflight}</h3>
     <div class="cols"><div><table class="grid" id="group-queues"><thead><tr><th>Topic</th><th>Queue</th><th class="num">Broker offset</th>
       <th class="num">Consumer offset</th><th class="num">Lag</th></tr></thead><tbody>${topics || `<tr><td colspan="5" class="empty">No offsets yet.</td></tr>`}</tbody></table></div>
     <div><table class="grid"><thead><tr><th>Consumer</th><th>Protocol</th><th>Type</th><th>Subscriptions</th></tr></thead>
