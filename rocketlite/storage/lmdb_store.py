@@ -169,6 +169,9 @@ class LmdbStore:
         self._in_flight = False
         self._replan_needed = False
         self._epoch = 0  # bumped by clear (in the writer thread): invalidates the tail
+        self._env_users = 0  # reads and syncs running in threads
+        self._env_closing = False
+        self._env_released: trio.Event | None = None
         self._reset_state()
         self._reset_pending()
         self._drop_tail()
@@ -200,6 +203,7 @@ class LmdbStore:
         self._read_limiter = trio.CapacityLimiter(8)
         await trio.to_thread.run_sync(self._open_sync)
         self._closed = False
+        self._env_closing = False
         if self.flush == "async":
             self._dirty = trio.Event()
             trio.lowlevel.spawn_system_task(self._flusher, name="rocketlite.storage.flusher")
@@ -264,6 +268,12 @@ class LmdbStore:
             await self._idle.wait()
         if self._flusher_scope is not None:
             self._flusher_scope.cancel()
+        # no new reads; wait for the threads still inside LMDB (closing the environment under
+        # them would unmap memory they are reading)
+        self._env_closing = True
+        while self._env_users:
+            self._env_released = trio.Event()
+            await self._env_released.wait()
         env = self._env
         self._env = None
         if env is not None:
@@ -272,6 +282,18 @@ class LmdbStore:
                 env.close()
 
             await trio.to_thread.run_sync(finish)
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any, limiter: Any = None) -> Any:
+        """Run ``fn`` in a worker thread, counted so that close() waits for it."""
+        if self._env is None or self._env_closing:
+            raise RuntimeError("store is closed")
+        self._env_users += 1
+        try:
+            return await trio.to_thread.run_sync(fn, *args, limiter=limiter)
+        finally:
+            self._env_users -= 1
+            if not self._env_users and self._env_released is not None:
+                self._env_released.set()
 
     async def _flusher(self) -> None:
         with trio.CancelScope() as scope:
@@ -282,12 +304,12 @@ class LmdbStore:
                 await trio.sleep(self.flush_interval)
                 self._dirty = trio.Event()
                 env = self._env
-                if env is None:
+                if env is None or self._closed:
                     return
                 try:
-                    await trio.to_thread.run_sync(env.sync, True)
+                    await self._in_thread(env.sync, True)
                     self._fsyncs += 1
-                except lmdb.Error:  # closed under us
+                except (lmdb.Error, RuntimeError):
                     if self._closed:
                         return
                     log.exception("LMDB sync failed")
@@ -749,9 +771,7 @@ class LmdbStore:
 
     # -- reads ---------------------------------------------------------------------------------
     async def _read(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._env is None:
-            raise RuntimeError("store is closed")
-        return await trio.to_thread.run_sync(fn, *args, limiter=self._read_limiter)
+        return await self._in_thread(fn, *args, limiter=self._read_limiter)
 
     def _index_range(self, topic: str, queue_id: int, offset: int, max_count: int) -> tuple[bytes, int, int] | None:
         q = self._queues.get((topic, queue_id))

@@ -409,3 +409,44 @@ async def test_hot_tail_and_lmdb_reads_agree(kind: str, tmp_path: Path) -> None:
             mod._TAIL_BYTES, mod._QTAIL = old
     finally:
         await s.close()
+
+
+@lmdb_kinds
+async def test_close_waits_for_reads_and_writes_in_flight(kind: str, tmp_path: Path) -> None:
+    s = make_store(kind, tmp_path)
+    assert isinstance(s, LmdbStore)
+    await s.open()
+    await append(s, *[msg("T", 0, b"%d" % i) for i in range(200)])
+    s._drop_tail()  # force reads through LMDB threads
+    outcomes: list[str] = []
+
+    async def reader() -> None:
+        try:
+            while True:
+                got = await s.read_queue("T", 0, 0, 200)
+                assert len(got) == 200
+                await trio.sleep(0)
+        except RuntimeError as exc:
+            assert "closed" in str(exc)
+            outcomes.append("closed")
+
+    async def writer() -> None:
+        try:
+            while True:
+                await append(s, msg("T", 1))
+        except RuntimeError:
+            outcomes.append("writer closed")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(reader)
+        nursery.start_soon(writer)
+        await trio.sleep(0.05)
+        await s.close()
+    assert outcomes.count("closed") == 8 and "writer closed" in outcomes
+    s2 = make_store(kind, tmp_path)
+    await s2.open()
+    try:
+        assert s2.max_offset("T", 1) == s.max_offset("T", 1)
+    finally:
+        await s2.close()
