@@ -33,6 +33,8 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hpack.hpack import encode_integer
+from hpack.table import HeaderTable
 
 # gRPC status codes (the transport-level ones; business errors travel in the RocketMQ Status).
 OK = 0
@@ -229,6 +231,65 @@ class GrpcConnectionConfig:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+class StaticHeaderEncoder:
+    """A stateless HPACK encoder with a cache, for a server that sends few distinct header lists.
+
+    Every field is sent from the static table or as a literal *without indexing*, so the peer's
+    dynamic table is never touched and an encoded block can be reused for identical header lists
+    (``:status 200`` + ``content-type``, ``grpc-status 0``, ...). Used in place of h2's encoder:
+    the per-call HPACK work on the reply path becomes a dict lookup.
+    """
+
+    _STATIC = {(n, v): i + 1 for i, (n, v) in enumerate(HeaderTable.STATIC_TABLE)}
+    _STATIC_NAMES: dict[bytes, int] = {}
+    for _i, (_n, _v) in enumerate(HeaderTable.STATIC_TABLE):
+        _STATIC_NAMES.setdefault(_n, _i + 1)
+
+    def __init__(self, max_cache: int = 256) -> None:
+        self._cache: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+        self._max_cache = max_cache
+        self._table_size_update: int | None = None
+        self._header_table_size = 4096
+
+    @property
+    def header_table_size(self) -> int:
+        return self._header_table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        # we never index, but a peer that shrank its table expects to see the update acknowledged
+        if value < self._header_table_size:
+            self._table_size_update = value
+        self._header_table_size = value
+
+    def encode(self, headers: object, huffman: bool = True) -> bytes:
+        key = tuple((bytes(n), bytes(v)) for n, v in headers)  # type: ignore[attr-defined]
+        block = self._cache.get(key)
+        if block is None:
+            block = b"".join(self._field(n, v) for n, v in key)
+            if len(self._cache) < self._max_cache:
+                self._cache[key] = block
+        if self._table_size_update is not None:
+            upd = bytearray(encode_integer(self._table_size_update, 5))
+            upd[0] |= 0x20
+            self._table_size_update = None
+            return bytes(upd) + block
+        return block
+
+    def _field(self, name: bytes, value: bytes) -> bytes:
+        idx = self._STATIC.get((name, value))
+        if idx is not None:
+            out = bytearray(encode_integer(idx, 7))
+            out[0] |= 0x80
+            return bytes(out)
+        name_idx = self._STATIC_NAMES.get(name, 0)
+        out = bytearray(encode_integer(name_idx, 4))  # literal without indexing: 0000xxxx
+        if not name_idx:
+            out += encode_integer(len(name), 7) + name
+        out += encode_integer(len(value), 7) + value
+        return bytes(out)
+
+
 class _GracefulH2Connection(h2.connection.H2Connection):
     """h2 closes the connection the moment a GOAWAY arrives; a peer's graceful GOAWAY (NO_ERROR,
     sent by grpc-js when a channel closes) still expects its open streams to complete, so only
@@ -262,6 +323,7 @@ class GrpcConnection:
             split_outbound_cookies=False,
         )
         self.h2 = _GracefulH2Connection(config=h2cfg)
+        self.h2.encoder = StaticHeaderEncoder()  # type: ignore[assignment]
         self.streams: dict[int, _Stream] = {}
         self.closed = False
 

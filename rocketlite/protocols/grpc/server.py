@@ -227,40 +227,37 @@ class Http2Connection:
                 self._nursery = nursery
                 nursery.start_soon(self._writer)
                 self.kick()
-                try:
-                    data = initial
-                    while True:
-                        if data:
-                            try:
-                                events = g.receive_data(data)
-                            except ConnectionFailed as exc:
-                                log.debug("grpc connection from %s failed: %s", self.peer, exc)
-                                break
-                            for ev in events:
-                                self._dispatch(ev, nursery)
-                            self.kick()
-                            if g.closed:
-                                break
-                        data = await self.stream.receive_some(256 * 1024)
-                        if not data:
-                            break
-                finally:
-                    self._closed = True
-                    self._window.set()
-                    with trio.CancelScope(shield=True) as shield:
-                        shield.deadline = trio.current_time() + 1.0
-                        g.goaway()
+                data = initial
+                while True:
+                    if data:
                         try:
-                            out = g.data_to_send()
-                            if out:
-                                await self.stream.send_all(out)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                            pass
-                    nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.debug("grpc connection from %s closed: %s", self.peer, exc)
+                            events = g.receive_data(data)
+                        except ConnectionFailed as exc:
+                            log.debug("grpc connection from %s failed: %s", self.peer, exc)
+                            break
+                        for ev in events:
+                            self._dispatch(ev, nursery)
+                        self.kick()
+                        if g.closed:
+                            break
+                    data = await self.stream.receive_some(256 * 1024)
+                    if not data:
+                        break
+                nursery.cancel_scope.cancel()
         finally:
-            with trio.CancelScope(shield=True):
+            # the writer is gone now: say GOAWAY (or flush the one h2 queued after an error),
+            # give it a second, close
+            self._closed = True
+            self._window.set()
+            with trio.CancelScope(shield=True) as shield:
+                shield.deadline = trio.current_time() + 1.0
+                g.goaway()
+                try:
+                    out = g.data_to_send()
+                    if out:
+                        await self.stream.send_all(out)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError):
+                    pass
                 try:
                     await self.stream.aclose()
                 except Exception:  # pragma: no cover
@@ -363,12 +360,27 @@ class GrpcServer:
                 await Http2Connection(tls, self.handlers, self.config, peer).run()
             else:
                 await Http2Connection(stream, self.handlers, self.config, peer).run(first)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            log.debug("grpc connection %s: %s", peer, exc)
+        except Exception as exc:  # one connection's failure never reaches the listener
+            if _only_io_errors(exc):
+                log.debug("grpc connection %s: %s", peer, exc)
+            else:
+                log.exception("grpc connection %s failed", peer)
             with trio.CancelScope(shield=True):
-                await stream.aclose()
+                try:
+                    await stream.aclose()
+                except Exception:  # pragma: no cover
+                    pass
         finally:
             self.connections -= 1
+
+
+_IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError)
+
+
+def _only_io_errors(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_io_errors(e) for e in exc.exceptions)
+    return isinstance(exc, _IO_ERRORS)
 
 
 class GrpcFrontEnd:
