@@ -64,6 +64,7 @@ def run_suite(suite: Path, port: int, timeout: float) -> dict[str, bool]:
             except subprocess.TimeoutExpired:
                 ok = False
             results[f"{module}.{name}"] = ok
+            print(f"  {module}.{name}: {'pass' if ok else 'FAIL'}", file=sys.stderr, flush=True)
     os.unlink(runner)
     return results
 

@@ -201,5 +201,35 @@ def shared() -> None:
         stop(c)
 
 
+def cross_sub() -> None:
+    """Subscribe to the RocketMQ topic PREFIX (and below), print what arrives as JSON."""
+    import json
+
+    sub, box = client("cross")
+    subscribe(sub, f"{PREFIX}/#", 1)
+    print("SUBSCRIBED", flush=True)
+    got = box.wait(4, timeout=30)
+    props = []
+    for m in got:
+        up = getattr(m.properties, "UserProperty", None) if VERSION == 5 else None
+        props.append(dict(up or []))
+    print(json.dumps([{"topic": m.topic, "payload": m.payload.decode(), "qos": m.qos, "props": p}
+                      for m, p in zip(got, props)]), flush=True)
+    stop(sub)
+
+
+def cross_pub() -> None:
+    pub, _ = client("crosspub")
+    for i in range(4):
+        if VERSION == 5:
+            props = Properties(PacketTypes.PUBLISH)
+            props.UserProperty = [("origin", "mqtt")]
+            info = pub.publish(f"{PREFIX}/x/y", b"mqtt-%d" % i, 1, properties=props)
+        else:
+            info = pub.publish(f"{PREFIX}/x/y", b"mqtt-%d" % i, 1)
+        info.wait_for_publish(TIMEOUT)
+    stop(pub)
+
+
 globals()[SCENARIO]()
 print("OK", flush=True)
