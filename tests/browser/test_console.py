@@ -147,8 +147,8 @@ def test_console_topic_messages_and_lag(env: tuple[Any, RocketliteProcess], shot
                 const seen = [];
                 const deadline = Date.now() + 14000;
                 while (Date.now() < deadline) {
-                    const v = Number(document.querySelector('#group-lag')?.textContent.replace(/,/g, ''));
-                    if (!seen.length || seen[seen.length - 1] !== v) seen.push(v);
+                    const v = Number((document.querySelector('#group-lag')?.textContent ?? 'x').replace(/,/g, ''));
+                    if (!Number.isNaN(v) && (!seen.length || seen[seen.length - 1] !== v)) seen.push(v);
                     if (v === 0) break;
                     await new Promise((r) => setTimeout(r, 100));
                 }
