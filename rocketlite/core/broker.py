@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Callable, Iterable
 
-from rocketlite.core.errors import BadRequest, MessageTooLarge, TopicNotFound
+from rocketlite.core.errors import BadRequest, BrokerError, MessageTooLarge, TopicNotFound
 from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
 from rocketlite.core.message import PROP_UNIQ_KEY, Message, SendResult, new_unique_id
 from rocketlite.core.runtime import Event, Runtime
@@ -576,6 +576,10 @@ class Broker:
     async def ack(self, group: str, topic: str, receipt_handle: str) -> None:
         """Acknowledge a popped message; InvalidReceipt for unknown/superseded handles."""
         await self.pops.ack(group, topic, receipt_handle)
+
+    async def ack_batch(self, group: str, topic: str, receipt_handles: list[str]) -> list[BrokerError | None]:
+        """Acknowledge several popped messages in one write; per handle None or its InvalidReceipt."""
+        return list(await self.pops.ack_batch(group, topic, receipt_handles))
 
     async def change_invisible(self, group: str, topic: str, receipt_handle: str, invisible_ms: int) -> str:
         """Make a popped message invisible for ``invisible_ms`` from now; returns the new handle."""

@@ -18,6 +18,8 @@ Public API (reached through :class:`~rocketlite.core.broker.Broker`)
   :class:`~rocketlite.core.errors.InvalidReceipt` for an unknown, superseded or already
   acked/dead-lettered handle. An expired handle still acks while the message has not been
   handed out again.
+* ``await broker.ack_batch(group, topic, handles) -> list[InvalidReceipt | None]``: several in one
+  store write (remoting BATCH_ACK_MESSAGE, gRPC AckMessage with several entries).
 * ``await broker.change_invisible(group, topic, handle, invisible_ms) -> str``: invisible for
   ``invisible_ms`` from now; returns the new handle, the old one becomes invalid. Does not count
   a delivery attempt (the next redelivery does).
@@ -493,6 +495,29 @@ class Pops:
         await self.broker.write(batch)
         if e.mgroup:
             self._wake_state(st)
+
+    async def ack_batch(self, group: str, topic: str, handles: list[str]) -> list[InvalidReceipt | None]:
+        """Acknowledge several handles in one store write; per handle None or the error."""
+        batch = WriteBatch()
+        out: list[InvalidReceipt | None] = []
+        wake: set[int] = set()
+        states: dict[int, PopState] = {}
+        for handle in handles:
+            try:
+                st, e = self._lookup(group, topic, handle)
+            except InvalidReceipt as exc:
+                out.append(exc)
+                continue
+            self._drop(st, e, batch)
+            out.append(None)
+            if e.mgroup:
+                wake.add(id(st))
+                states[id(st)] = st
+        if batch.deletes:
+            await self.broker.write(batch)
+        for k in wake:
+            self._wake_state(states[k])
+        return out
 
     async def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> str:
         st, e = self._lookup(group, topic, handle)

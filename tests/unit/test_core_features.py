@@ -452,3 +452,14 @@ async def test_check_back_reaches_grpc_style_producers(autojump_clock: trio.test
         b.register_producer(ClientInfo("by-topic", "T", protocol="grpc"))
         await trio.sleep(30)
         assert asked == ["other", "by-topic"]
+
+
+async def test_ack_batch(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", bytes([i])) for i in range(3)])
+        got = await b.pop("G", "T", 3, 10_000)
+        res = await b.ack_batch("G", "T", [got[0][1], "nonsense", got[1][1], got[0][1]])
+        assert res[0] is None and res[2] is None
+        assert isinstance(res[1], InvalidReceipt) and isinstance(res[3], InvalidReceipt)
+        await trio.sleep(11)
+        assert [m.body for m, _ in await b.pop("G", "T", 3, 10_000)] == [got[2][0].body]
