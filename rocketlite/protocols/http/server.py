@@ -8,6 +8,7 @@ mount here too (see rocketlite/protocols/http/app.py when present).
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Any, Awaitable, Callable
 
@@ -16,6 +17,38 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 
 from rocketlite.frontends import FrontEndContext
+
+log = logging.getLogger(__name__)
+
+
+def _guard_hypercorn_connections() -> None:
+    """One connection's failure must not stop the listener (found by tests/reliability/hostile.py).
+
+    Hypercorn 0.18 runs each connection in the listener's nursery, so an exception escaping a
+    connection (e.g. h11 ``LocalProtocolError`` when a WebSocket frame arrives pipelined before the
+    app accepted the upgrade) ends ``serve`` and the process. Contain it per connection.
+    """
+    from hypercorn.trio import tcp_server
+
+    original = tcp_server.TCPServer.run
+    if getattr(original, "_rocketlite_guarded", False):
+        return
+
+    async def run(self: Any) -> None:
+        try:
+            await original(self)
+        except Exception as exc:  # noqa: BLE001 - contained per connection, logged
+            log.debug("http: connection failed: %r", exc)
+            try:
+                await self.stream.aclose()
+            except Exception:  # noqa: BLE001
+                pass
+
+    run._rocketlite_guarded = True  # type: ignore[attr-defined]
+    tcp_server.TCPServer.run = run  # type: ignore[method-assign]
+
+
+_guard_hypercorn_connections()
 
 ASGIApp = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 
