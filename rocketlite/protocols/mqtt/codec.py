@@ -492,57 +492,66 @@ class Decoder:
         self.max_packet_size = max_packet_size
         self.version = version
         self.server = server
-        self._buf = bytearray()
+        self._buf = b""
 
     def feed(self, data: bytes) -> list[Packet]:
-        if data:
-            self._buf += data
-        buf = self._buf
+        # Work on an immutable bytes object: slices are then single copies. Only the tail of an
+        # incomplete packet is carried over to the next call.
+        buf = self._buf + data if self._buf else bytes(data)
         out: list[Packet] = []
         pos = 0
         n = len(buf)
-        while n - pos >= 2:
-            first = buf[pos]
-            # remaining length
-            length = 0
-            mult = 1
-            i = pos + 1
-            while True:
-                if i >= n:
-                    length = -1
+        max_size = self.max_packet_size
+        try:
+            while n - pos >= 2:
+                first = buf[pos]
+                b = buf[pos + 1]
+                if b < 128:  # one-byte remaining length (most packets)
+                    length = b
+                    i = pos + 2
+                else:
+                    length = b & 0x7F
+                    mult = 128
+                    i = pos + 2
+                    while True:
+                        if i >= n:
+                            length = -1
+                            break
+                        b = buf[i]
+                        length += (b & 0x7F) * mult
+                        i += 1
+                        if not b & 0x80:
+                            break
+                        mult <<= 7
+                        if i - pos > 4:
+                            raise malformed("remaining length longer than 4 bytes")
+                    if length < 0:
+                        break
+                if i - pos + length > max_size:
+                    raise MqttError(RC_PACKET_TOO_LARGE, f"packet of {i - pos + length} bytes exceeds {max_size}")
+                end = i + length
+                if end > n:
                     break
-                b = buf[i]
-                length += (b & 0x7F) * mult
-                i += 1
-                if not b & 0x80:
-                    break
-                mult <<= 7
-                if i - pos > 4:
-                    raise malformed("remaining length longer than 4 bytes")
-            if length < 0:
-                break
-            total = i - pos + length
-            if total > self.max_packet_size:
-                raise MqttError(RC_PACKET_TOO_LARGE, f"packet of {total} bytes exceeds {self.max_packet_size}")
-            if n - i < length:
-                break
-            out.append(self._decode(first, buf, i, i + length))
-            pos = i + length
-        if pos:
-            del buf[:pos]
+                if first >> 4 == PUBLISH:
+                    out.append(self._publish(first & 0x0F, buf, i, end))
+                else:
+                    out.append(self._decode(first, buf, i, end))
+                pos = end
+        finally:
+            self._buf = buf[pos:] if pos < n else b""
         return out
 
     def buffered(self) -> int:
         return len(self._buf)
 
-    def _decode(self, first: int, buf: bytearray, start: int, end: int) -> Packet:
+    def _decode(self, first: int, buf: bytes, start: int, end: int) -> Packet:
         ptype = first >> 4
         flags = first & 0x0F
         if ptype == PUBLISH:
             return self._publish(flags, buf, start, end)
         if self.version == 0 and ptype != CONNECT and self.server:
             raise protocol_error("first packet must be CONNECT")
-        c = _Cursor(memoryview(buf), start, end)
+        c = _Cursor(buf, start, end)
         v5 = self.version == 5
         if ptype in (PUBACK, PUBREC, PUBCOMP, PUBREL):
             if flags != (2 if ptype == PUBREL else 0):
@@ -649,24 +658,21 @@ class Decoder:
         if c.left():
             raise malformed("trailing bytes in packet")
 
-    def _publish(self, flags: int, buf: bytearray, start: int, end: int) -> Publish:
+    def _publish(self, flags: int, buf: bytes, start: int, end: int) -> Publish:
         if self.version == 0 and self.server:
             raise protocol_error("first packet must be CONNECT")
         qos = (flags >> 1) & 3
         if qos == 3:
             raise malformed("PUBLISH with QoS 3")
-        dup = bool(flags & 8)
-        if dup and qos == 0:
+        if flags & 8 and not qos:
             raise malformed("DUP set on a QoS 0 PUBLISH")
         if end - start < 2:
             raise malformed("packet truncated")
-        tlen = (buf[start] << 8) | buf[start + 1]
-        p = start + 2 + tlen
+        p = start + 2 + ((buf[start] << 8) | buf[start + 1])
         if p > end:
             raise malformed("topic runs past the packet")
-        traw = bytes(buf[start + 2:p])
         try:
-            topic = traw.decode("utf-8")
+            topic = buf[start + 2:p].decode()
         except UnicodeDecodeError:
             raise malformed("invalid UTF-8 topic") from None
         if "\x00" in topic:
@@ -687,12 +693,12 @@ class Decoder:
                 props = {}
                 p += 1
             else:
-                c = _Cursor(memoryview(buf), p, end)
+                c = _Cursor(buf, p, end)
                 props = _read_properties(c)
                 p = c.pos
         else:
             props = {}
-        return Publish(topic, bytes(buf[p:end]), qos, bool(flags & 1), dup, pid, props)
+        return Publish(topic, buf[p:end], qos, bool(flags & 1), bool(flags & 8), pid, props)
 
     def _connect(self, c: _Cursor) -> Connect:
         name = c.utf8()
@@ -736,16 +742,19 @@ class Decoder:
 # -- encoding ------------------------------------------------------------------------------------
 def encode_publish(pkt: Publish, version: int) -> bytes:
     """Fast path for the hot packet."""
-    t = pkt.topic.encode("utf-8")
-    parts = [_U16S.pack(len(t)), t]
-    if pkt.qos:
-        parts.append(_U16S.pack(pkt.packet_id))
+    t = pkt.topic.encode()
+    qos = pkt.qos
+    head = _U16S.pack(len(t)) + t
+    if qos:
+        head += _U16S.pack(pkt.packet_id)
     if version == 5:
-        parts.append(encode_properties(pkt.properties) if pkt.properties else b"\x00")
-    parts.append(pkt.payload)
-    body = b"".join(parts)
-    first = 0x30 | (pkt.qos << 1) | (8 if pkt.dup else 0) | (1 if pkt.retain else 0)
-    return _frame(first, body)
+        head += encode_properties(pkt.properties) if pkt.properties else b"\x00"
+    payload = pkt.payload
+    n = len(head) + len(payload)
+    first = 0x30 | (qos << 1) | (8 if pkt.dup else 0) | (1 if pkt.retain else 0)
+    if n < 128:
+        return bytes((first, n)) + head + payload
+    return bytes((first,)) + varint(n) + head + payload
 
 
 def encode(pkt: Packet, version: int = 4) -> bytes:

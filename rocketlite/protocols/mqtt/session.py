@@ -181,11 +181,13 @@ class Session:
     def enqueue(self, delivery: Delivery, qos: int, retain: bool, sub_ids: tuple[int, ...] = (), *,
                 now_ms: int = 0, online: bool = True) -> Publish | None:
         """Take a delivery; returns the PUBLISH to send now, or None (queued or dropped)."""
-        item = OutItem(delivery, qos, retain, sub_ids)
         if qos == 0:
             if not online:
                 return None
-            return self._publish(item, now_ms)
+            if self.version != 5 and not delivery.expires_at_ms and not self.max_packet_out:
+                return Publish(delivery.topic, delivery.payload, 0, retain, False, 0, {})
+            return self._publish(OutItem(delivery, 0, retain, sub_ids), now_ms)
+        item = OutItem(delivery, qos, retain, sub_ids)
         if online and len(self.inflight) < self.window and not self.queue:
             item.packet_id = self._alloc_pid()
             self.inflight[item.packet_id] = item
