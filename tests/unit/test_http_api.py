@@ -111,6 +111,8 @@ async def test_groups_lag_and_offset_reset() -> None:
     r = await c.json("POST", "/api/groups/g1/offsets", {"topic": "t", "timestamp_ms": 0})
     assert {x["new_offset"] for x in r["queues"]} == {0}
     await c.json("POST", "/api/groups/g1/offsets", {"topic": "t"}, status=400)
+    await c.json("POST", "/api/groups/g1/offsets", {"topic": "t", "offset": "ten"}, status=400)
+    await c.json("POST", "/api/messages", {"topic": "t", "body_base64": "!!notbase64"}, status=400)
     await c.json("POST", "/api/groups/g1/offsets", {"topic": "t", "to": "sideways"}, status=400)
     await c.json("GET", "/api/groups/zzz", status=404)
     clients = await c.json("GET", "/api/clients")
@@ -274,3 +276,35 @@ async def test_group_shows_pop_inflight() -> None:
     assert len(got) == 2
     g = await c.json("GET", "/api/groups/gp")
     assert g["topics"][0]["pop_inflight"] == 2
+
+
+async def test_hostile_requests_never_500() -> None:
+    """Random paths, methods, query strings and bodies: always a 2xx/4xx/501 JSON answer, never a 500."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    broker, _, c = await make()
+    await broker.send([Message("t", b"x", keys="k")])
+    results: list[tuple[str, str, int]] = []
+    json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                               lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                               max_leaves=6)
+    fields = st.dictionaries(st.sampled_from(["name", "topic", "queues", "read_queues", "perm", "offset", "to",
+                                              "timestamp_ms", "queue_id", "group", "body", "body_base64", "keys",
+                                              "properties", "attributes", "message_type"]), json_values, max_size=5)
+    paths = st.sampled_from(["/api/topics", "/api/topics/t", "/api/topics/t/purge", "/api/groups", "/api/groups/g",
+                             "/api/groups/g/offsets", "/api/messages", "/api/messages/X", "/api/messages/X/resend",
+                             "/api/cluster", "/api/mqtt", "/metrics", "/", "/static/x", "/api/%ff", "/api/topics/%00"])
+    cases: list[tuple[str, str, Any]] = []
+
+    @settings(max_examples=80, suppress_health_check=list(HealthCheck), deadline=None)
+    @given(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"]), paths,
+           st.text(max_size=20), fields | json_values)
+    def gen(method: str, path: str, qs: str, body: Any) -> None:
+        cases.append((method, path + ("?" + qs if qs else ""), body))
+
+    gen()
+    for method, path, body in cases:
+        code, _, _ = await c.request(method, path, body)
+        results.append((method, path, code))
+    assert all(code < 500 or code == 501 for _, _, code in results), [r for r in results if r[2] >= 500]

@@ -523,6 +523,8 @@ class OpsApp:
             resp = json_response({"error": str(exc), "code": exc.code}, 400)
         except BrokerError as exc:
             resp = json_response({"error": str(exc), "code": exc.code}, 409)
+        except ValueError as exc:  # a number or base64 field that does not parse
+            resp = json_response({"error": f"bad request: {exc}", "code": "BAD_REQUEST"}, 400)
         except Exception as exc:  # never let one request take the server down
             log.exception("admin request failed: %s %s", scope.get("method"), scope.get("path"))
             resp = json_response({"error": f"internal error: {exc.__class__.__name__}: {exc}"}, 500)
