@@ -339,3 +339,13 @@ async def test_reset_clears_state():
         await c.publish("a", b"r", 1, retain=True)
         await e.manager.reset()
         assert not e.manager.sessions and not e.manager.retained and e.manager.trie.count == 0
+
+
+async def test_receive_maximum_exceeded_disconnects_v5():
+    async with env(receive_maximum=3) as e:
+        c = e.client(5)
+        ack = await c.connect("c")
+        assert ack.properties[C.P_RECEIVE_MAXIMUM] == 3
+        await c.send(*[C.Publish("rm/x", b"%d" % i, 2, False, False, i + 1) for i in range(4)])
+        d = await c.recv(kind=C.DISCONNECT)
+        assert d.reason == C.RC_RECEIVE_MAX_EXCEEDED

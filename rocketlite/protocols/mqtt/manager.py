@@ -51,7 +51,7 @@ NEVER = 0xFFFFFFFF
 class MqttSettings:
     max_packet_size: int = 4 * 1024 * 1024 + 1024
     max_inflight: int = 1000  # outgoing QoS 1/2 window (capped by a v5 client's Receive Maximum)
-    receive_maximum: int = 65535  # incoming QoS 1/2 a client may have unacknowledged
+    receive_maximum: int = 1000  # incoming QoS 2 a v5 client may have unacknowledged (CONNACK Receive Maximum)
     topic_alias_maximum: int = 10
     max_keep_alive: int = 0  # 0: accept the client's; else cap it (MQTT 5 Server Keep Alive)
     max_queued: int = 100_000  # per session, beyond the window
@@ -548,7 +548,7 @@ class MqttManager:
             if group is not None and sub.no_local:
                 raise C.protocol_error("no local on a shared subscription")
             if any(topic_matches(d, real) or d == real for d in self.settings.deny_subscribe):
-                reasons.append(C.RC_NOT_AUTHORIZED if v5 else 0x80)
+                reasons.append(C.RC_UNSPECIFIED)  # what the Paho suite expects for a refused filter
                 continue
             opts = SubOptions(sub.qos, sub.no_local, sub.retain_as_published, sub.retain_handling, sub_id, group)
             existed = flt in s.subscriptions

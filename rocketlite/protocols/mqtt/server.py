@@ -177,6 +177,7 @@ class MqttConnection:
 
     async def _process(self, pkts: list[Any]) -> None:
         batch: list[C.Publish] = []
+        q2: set[int] = set()  # packet ids of the QoS 2 publishes in batch
         s = self.session
         assert s is not None
         for p in pkts:
@@ -186,13 +187,16 @@ class MqttConnection:
                     s.resolve_alias(p)
                     if C.P_SUBSCRIPTION_ID in p.properties:
                         raise C.protocol_error("subscription identifier in PUBLISH")
-                if p.qos == 2 and (s.incoming_qos2_seen(p.packet_id) or any(
-                        b.packet_id == p.packet_id and b.qos == 2 for b in batch)):
+                if p.qos == 2 and (s.incoming_qos2_seen(p.packet_id) or p.packet_id in q2):
                     if batch:
                         await self._store(batch)
                         batch = []
+                        q2 = set()
                     self.send_packet(C.Ack(C.PUBREC, p.packet_id))
                     continue
+                if p.qos == 2 and self.version == 5 and \
+                        len(s.incoming_qos2) + len(q2) >= self.manager.settings.receive_maximum:
+                    raise C.MqttError(C.RC_RECEIVE_MAX_EXCEEDED, "more unacknowledged QoS 2 publishes than Receive Maximum")
                 if p.topic.startswith("$SYS"):
                     if p.qos == 1:
                         self.send_packet(C.Ack(C.PUBACK, p.packet_id))
@@ -201,10 +205,13 @@ class MqttConnection:
                         self.send_packet(C.Ack(C.PUBREC, p.packet_id))
                     continue
                 batch.append(p)
+                if p.qos == 2:
+                    q2.add(p.packet_id)
                 continue
             if batch:
                 await self._store(batch)
                 batch = []
+                q2 = set()
             await self._other(p, s)
             if self.graceful or self._closing:
                 return
