@@ -74,17 +74,25 @@ def _encode_v2(m: Message) -> bytes:
 
 
 def decode_message(data: bytes | memoryview, commit_offset: int) -> Message:
-    """The message stored in ``data`` at ``commit_offset``."""
+    """The message stored in ``data`` at ``commit_offset``; :class:`CorruptRecord` if it is not one."""
     data = bytes(data)
     if not data:
         raise CorruptRecord("empty record")
+    try:
+        m = _decode(data, commit_offset)
+    except CorruptRecord:
+        raise
+    except (struct.error, ValueError, TypeError, UnicodeDecodeError, cbor2.CBORError) as exc:
+        raise CorruptRecord(f"bad record at {commit_offset}: {exc}") from exc
+    if not isinstance(m.properties, dict):
+        raise CorruptRecord(f"bad properties in record at {commit_offset}")
+    return m
+
+
+def _decode(data: bytes, commit_offset: int) -> Message:
     version = data[0]
     if version == FORMAT_V1:
-        try:
-            (_, _, queue_id, flag, sys_flag, born, store, qoff, reconsume,
-             lt, lg, lk, lh, lp) = _unpack_v1(data)
-        except struct.error as exc:
-            raise CorruptRecord(f"short record at {commit_offset}") from exc
+        (_, _, queue_id, flag, sys_flag, born, store, qoff, reconsume, lt, lg, lk, lh, lp) = _unpack_v1(data)
         o = _V1_SIZE
         topic = data[o : o + lt].decode()
         o += lt
@@ -101,11 +109,8 @@ def decode_message(data: bytes | memoryview, commit_offset: int) -> Message:
         return Message(topic, data[o:], queue_id, tags, keys, props, flag, sys_flag, born, host, store,
                        reconsume, qoff, commit_offset)
     if version == FORMAT_V2:
-        try:
-            (topic, queue_id, body, tags, keys, props, flag, sys_flag, born, host, store, reconsume,
-             qoff) = _loads(data[1:])
-        except (ValueError, cbor2.CBORDecodeError) as exc:
-            raise CorruptRecord(f"bad record at {commit_offset}") from exc
+        (topic, queue_id, body, tags, keys, props, flag, sys_flag, born, host, store, reconsume,
+         qoff) = _loads(data[1:])
         return Message(topic, body, queue_id, tags, keys, props, flag, sys_flag, born, host, store,
                        reconsume, qoff, commit_offset)
     raise CorruptRecord(f"unknown record format {version} at {commit_offset}")
@@ -135,4 +140,7 @@ def decode_value(data: bytes | memoryview) -> Any:
     data = bytes(data)
     if data[:1] != _VALUE_V1:
         raise CorruptRecord(f"unknown table value format {data[:1]!r}")
-    return _loads(data[1:])
+    try:
+        return _loads(data[1:])
+    except (ValueError, TypeError, cbor2.CBORError) as exc:
+        raise CorruptRecord(f"bad table value: {exc}") from exc
