@@ -240,6 +240,17 @@ function showMessage(m) {
 }
 
 $("#msg-form").addEventListener("submit", (ev) => { ev.preventDefault(); searchMessages(); });
+$("#send-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const body = {topic: $("#send-topic").value.trim(), tags: $("#send-tags").value.trim(),
+    keys: $("#send-keys").value.trim(), body: $("#send-body").value};
+  try {
+    const r = await api("POST", "/api/messages", body);
+    toast(`Stored in ${r.topic} queue ${r.queue_id} at offset ${r.queue_offset}`);
+    $("#msg-id").value = r.unique_id; $("#msg-key").value = ""; $("#msg-topic").value = r.topic;
+    searchMessages();
+  } catch (e) { toast(e.message, true); }
+});
 $("#msg-results tbody").addEventListener("click", (ev) => {
   const tr = ev.target.closest("tr[data-index]");
   if (!tr) return;
