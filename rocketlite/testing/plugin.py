@@ -121,6 +121,13 @@ def rocketlite_server(pytestconfig: pytest.Config) -> Iterator[Any]:
     """The session's broker: in-process on random ports, or the external one if configured."""
     spec = external_spec(pytestconfig)
     if spec:
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            warnings.warn(
+                "several pytest-xdist workers share one external rocketlite: a reset in one worker empties "
+                "the broker under the others' tests. Run external-broker tests with -p no:xdist (or -n 0), "
+                "or give each worker its own broker.",
+                stacklevel=2,
+            )
         yield _make_external(pytestconfig, spec)
         return
     from rocketlite.testing._inprocess import RocketliteServer
