@@ -73,6 +73,9 @@ async def test_topic_lifecycle() -> None:
     await broker.send([Message("orders", b"x") for _ in range(5)])
     listed = await c.json("GET", "/api/topics")
     assert [(x["name"], x["messages"]) for x in listed["topics"]] == [("orders", 5)]
+    await broker.create_topic("%RETRY%g", queues=1)
+    assert [x["name"] for x in (await c.json("GET", "/api/topics"))["topics"]] == ["orders"]
+    assert "%RETRY%g" in [x["name"] for x in (await c.json("GET", "/api/topics?system=true"))["topics"]]
     t = await c.json("PUT", "/api/topics/orders", {"queues": 8})
     assert t["write_queues"] == 8 and broker.topics["orders"].read_queues == 8
     t = await c.json("PATCH", "/api/topics/orders", {"write_queues": 3})

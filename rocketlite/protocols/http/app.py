@@ -635,7 +635,8 @@ class OpsApp:
 
     async def list_topics(self, req: Request) -> Response:
         system = req.query.get("system", "false").lower() in ("1", "true", "yes")
-        names = [n for n in self.broker.topic_names() if system or not self.broker.topics[n].system]
+        names = [n for n in self.broker.topic_names()
+                 if system or not (self.broker.topics[n].system or n.startswith(("%RETRY%", "%DLQ%")))]
         return json_response({"topics": [topic_json(self.broker, n) for n in names]})
 
     def _topic_args(self, data: dict[str, Any]) -> dict[str, Any]:
