@@ -531,6 +531,7 @@ class LmdbStore:
         """Commit ``group`` in order: runs of batches share one transaction; retention and clear
         run in their own. Publishes counters after each commit. True when something failed."""
         failed = False
+        poison: BaseException | None = None  # batches after a failed one were numbered after it
         i = 0
         n = len(group)
         while i < n:
@@ -539,7 +540,11 @@ class LmdbStore:
                 j = i
                 while j < n and group[j].kind == _BATCH:
                     j += 1
-                failed = not self._commit_batches(group[i:j]) or failed
+                if poison is not None:
+                    self._fail(group[i:j], RuntimeError(f"not written: an earlier batch failed ({poison!r})"))
+                elif not self._commit_batches(group[i:j]):
+                    failed = True
+                    poison = group[i].error
                 i = j
             else:
                 try:
@@ -548,9 +553,12 @@ class LmdbStore:
                     else:
                         self._clear_sync()
                         op.result = True
+                        poison = None  # what follows a clear was numbered from zero
                 except Exception as exc:  # noqa: BLE001
                     op.error = exc
                     failed = True
+                    if op.kind == _CLEAR:
+                        poison = exc
                 i += 1
         return failed
 

@@ -489,3 +489,49 @@ def test_record_decoder_rejects_garbage_cleanly(data: bytes) -> None:
             fn()
         except CorruptRecord:
             pass  # a clear error; never a crash or a hang
+
+
+@lmdb_kinds
+async def test_failed_group_leaves_no_holes(kind: str, tmp_path: Path) -> None:
+    s = make_store(kind, tmp_path)
+    assert isinstance(s, LmdbStore)
+    await s.open()
+    real = s._commit_batches
+    calls = [0]
+
+    def flaky(ops):  # type: ignore[no-untyped-def]
+        calls[0] += 1
+        if calls[0] == 2:
+            s._fail(ops, OSError("simulated LMDB failure"))
+            return False
+        return real(ops)
+
+    s._commit_batches = flaky  # type: ignore[method-assign]
+    ok: list[Message] = []
+    failed: list[Message] = []
+
+    async def writer(n: int) -> None:
+        for i in range(5):
+            m = msg("F", n % 2, b"%d:%d" % (n, i))
+            try:
+                await s.write(WriteBatch([m]))
+                ok.append(m)
+            except OSError:
+                assert m.commit_offset == -1
+                failed.append(m)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for n in range(30):
+                nursery.start_soon(writer, n)
+        assert failed and ok
+        stored = await s.read_messages(range(s.commit_log_max()))
+        assert all(m is not None for m in stored)
+        assert sorted(m.body for m in stored if m) == sorted(m.body for m in ok)
+        for m in ok:
+            assert stored[m.commit_offset].body == m.body  # type: ignore[union-attr]
+        for q in (0, 1):
+            got = await s.read_queue("F", q, 0, 1000)
+            assert [m.queue_offset for m in got] == list(range(s.max_offset("F", q)))
+    finally:
+        await s.close()
