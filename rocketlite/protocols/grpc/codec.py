@@ -6,7 +6,9 @@ Two layers, both pure (no trio, no sockets):
   length-prefixed messages (1 flag byte, 4-byte big-endian length, payload) with a size limit;
   :func:`frame_message` does the reverse. :func:`parse_timeout` reads ``grpc-timeout``;
   :func:`encode_grpc_message` percent-encodes ``grpc-message``.
-* :class:`GrpcConnection` wraps h2's :class:`h2.connection.H2Connection` and speaks in calls:
+* :class:`GrpcConnection` is a small server-side HTTP/2 implementation (RFC 9113: frames,
+  flow control both ways, SETTINGS, PING, GOAWAY, stream limits; HPACK decoding by the ``hpack``
+  package, replies through a cached stateless encoder) that speaks in calls:
   :class:`CallStarted` (path, metadata, deadline), :class:`CallMessage` (one decoded gRPC
   message), :class:`CallHalfClosed`, :class:`CallReset` (the peer cancelled), and
   :class:`CallFailed` (this one stream was malformed: it is answered with a gRPC error and
@@ -16,8 +18,10 @@ Two layers, both pure (no trio, no sockets):
   sent now, :class:`WindowOpened` says when to try again.
 
 Error policy: a malformed HTTP/2 connection (bad preface, illegal frame sequence) raises
-:class:`ConnectionFailed` after h2 queued a GOAWAY; anything wrong inside one call only ends
-that call.
+:class:`ConnectionFailed` after a GOAWAY was queued; anything wrong inside one call only ends
+that call. h2's general-purpose state machines cost most of a call's CPU time in a server like
+this one (GRPC.md section 12), hence the purpose-built connection; h2 remains the independent
+client the unit tests check it against.
 """
 
 from __future__ import annotations
@@ -27,14 +31,10 @@ import struct
 import zlib
 from dataclasses import dataclass, field
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 from hpack.hpack import encode_integer
 from hpack.table import HeaderTable
+
+from rocketlite.protocols.grpc.hpack_decode import HpackDecoder, HpackError
 
 # gRPC status codes (the transport-level ones; business errors travel in the RocketMQ Status).
 OK = 0
@@ -214,13 +214,6 @@ class ConnectionEnded:
     error_code: int
 
 
-@dataclass(slots=True)
-class _Stream:
-    reader: MessageReader
-    failed: bool = False
-    headers_sent: bool = False
-
-
 @dataclass
 class GrpcConnectionConfig:
     max_concurrent_streams: int = 1000
@@ -290,107 +283,322 @@ class StaticHeaderEncoder:
         return bytes(out)
 
 
-class _GracefulH2Connection(h2.connection.H2Connection):
-    """h2 closes the connection the moment a GOAWAY arrives; a peer's graceful GOAWAY (NO_ERROR,
-    sent by grpc-js when a channel closes) still expects its open streams to complete, so only
-    report it and keep the streams working."""
+# ---- HTTP/2, server side ------------------------------------------------------------------------
+#
+# A deliberately small HTTP/2 implementation for exactly what gRPC needs from a server: clients
+# open streams with HEADERS, send DATA, half-close; we answer with HEADERS, DATA and trailers.
+# No server push, no priorities (PRIORITY frames are read and ignored), no padding on output.
+# HPACK decoding uses the ``hpack`` package; replies use :class:`StaticHeaderEncoder`. Connection
+# errors queue a GOAWAY and raise :class:`ConnectionFailed`; stream errors reset that stream.
 
-    def _receive_goaway_frame(self, frame):  # type: ignore[no-untyped-def]
-        if frame.error_code != 0:
-            return super()._receive_goaway_frame(frame)
-        ev = h2.events.ConnectionTerminated()
-        ev.error_code = h2.errors.ErrorCodes.NO_ERROR
-        ev.last_stream_id = frame.last_stream_id
-        ev.additional_data = frame.additional_data or None
-        return [], [ev]
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+FLAG_END_STREAM = 0x1
+FLAG_ACK = 0x1
+FLAG_END_HEADERS = 0x4
+FLAG_PADDED = 0x8
+FLAG_PRIORITY = 0x20
+
+NO_ERROR = 0x0
+PROTOCOL_ERROR = 0x1
+INTERNAL_ERROR = 0x2
+FLOW_CONTROL_ERROR = 0x3
+STREAM_CLOSED = 0x5
+FRAME_SIZE_ERROR = 0x6
+REFUSED_STREAM = 0x7
+CANCEL = 0x8
+COMPRESSION_ERROR = 0x9
+ENHANCE_YOUR_CALM = 0xB
+
+S_HEADER_TABLE_SIZE = 0x1
+S_ENABLE_PUSH = 0x2
+S_MAX_CONCURRENT_STREAMS = 0x3
+S_INITIAL_WINDOW_SIZE = 0x4
+S_MAX_FRAME_SIZE = 0x5
+S_MAX_HEADER_LIST_SIZE = 0x6
+
+MAX_WINDOW = 2**31 - 1
+DEFAULT_WINDOW = 65535
+LOCAL_MAX_FRAME = 16384
+_FRAME_HEADER = struct.Struct(">HBBBI")  # length as 2+1 bytes, type, flags, stream id
+_U32 = struct.Struct(">I")
 
 
-_RESPONSE_HEADERS = [(b":status", b"200"), (b"content-type", b"application/grpc")]
+class _H2Error(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Stream:
+    reader: MessageReader
+    send_window: int
+    recv_window: int
+    remote_closed: bool = False
+    failed: bool = False
+    headers_sent: bool = False
+
+
+_RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc"))
+
+
+def _frame(ftype: int, flags: int, sid: int, payload: bytes | bytearray | memoryview = b"") -> bytes:
+    n = len(payload)
+    return _FRAME_HEADER.pack(n >> 8, n & 0xFF, ftype, flags, sid) + bytes(payload)
 
 
 class GrpcConnection:
-    """The server side of one HTTP/2 connection, in gRPC terms."""
+    """The server side of one HTTP/2 connection, in gRPC terms (sans-IO)."""
 
     def __init__(self, config: GrpcConnectionConfig | None = None) -> None:
         self.config = cfg = config or GrpcConnectionConfig()
-        h2cfg = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_inbound_headers=False,
-            normalize_outbound_headers=False,
-            split_outbound_cookies=False,
-        )
-        self.h2 = _GracefulH2Connection(config=h2cfg)
-        self.h2.encoder = StaticHeaderEncoder()  # type: ignore[assignment]
         self.streams: dict[int, _Stream] = {}
         self.closed = False
+        self._buf = bytearray()
+        self._out = bytearray()
+        self._preface = False
+        self._got_settings = False
+        self._decoder = HpackDecoder(4096, cfg.max_header_list_size)
+        self._encoder = StaticHeaderEncoder()
+        self._highest = 0
+        self._goaway_sent = False
+        # peer's settings
+        self._peer_window = DEFAULT_WINDOW
+        self._peer_max_frame = 16384
+        # windows
+        self._send_conn = DEFAULT_WINDOW
+        self._recv_conn = DEFAULT_WINDOW
+        self._conn_unacked = 0
+        # header block being continued: (stream id, end_stream, fragments)
+        self._cont: tuple[int, bool, bytearray] | None = None
 
+    # -- setup ---------------------------------------------------------------------------------
     def initiate(self) -> None:
-        """Queue our preface: SETTINGS (big windows, stream bound) plus a connection window boost."""
         cfg = self.config
-        self.h2.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: cfg.max_concurrent_streams,
-                h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: cfg.initial_window_size,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: cfg.max_header_list_size,
-                **cfg.extra,
-            },
-        )
-        self.h2.initiate_connection()
+        settings = [
+            (S_MAX_CONCURRENT_STREAMS, cfg.max_concurrent_streams),
+            (S_INITIAL_WINDOW_SIZE, cfg.initial_window_size),
+            (S_MAX_HEADER_LIST_SIZE, cfg.max_header_list_size),
+            (S_ENABLE_PUSH, 0),
+            *cfg.extra.items(),
+        ]
+        self._out += _frame(SETTINGS, 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in settings))
         if cfg.connection_window_boost:
-            self.h2.increment_flow_control_window(cfg.connection_window_boost)
+            self._out += _frame(WINDOW_UPDATE, 0, 0, _U32.pack(cfg.connection_window_boost))
+            self._recv_conn += cfg.connection_window_boost
 
     def data_to_send(self) -> bytes:
-        return self.h2.data_to_send()
+        out = bytes(self._out)
+        self._out.clear()
+        return out
 
     # -- input ---------------------------------------------------------------------------------
     def receive_data(self, data: bytes) -> list[object]:
-        try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            self.closed = True
-            raise ConnectionFailed(str(exc) or type(exc).__name__) from exc
+        if self.closed:
+            raise ConnectionFailed("connection already closed")
         out: list[object] = []
-        for ev in events:
-            if isinstance(ev, h2.events.RequestReceived):
-                self._on_request(ev, out)
-            elif isinstance(ev, h2.events.DataReceived):
-                self._on_data(ev, out)
-            elif isinstance(ev, h2.events.StreamEnded):
-                st = self.streams.get(ev.stream_id)
-                if st is not None and not st.failed:
-                    if st.reader.pending:
-                        self._fail(ev.stream_id, INTERNAL, "truncated gRPC message", out)
-                    else:
-                        out.append(CallHalfClosed(ev.stream_id))
-            elif isinstance(ev, h2.events.StreamReset):
-                if self.streams.pop(ev.stream_id, None) is not None:
-                    out.append(CallReset(ev.stream_id, int(ev.error_code or 0)))
-            elif isinstance(ev, h2.events.WindowUpdated):
-                out.append(WindowOpened(ev.stream_id))
-            elif isinstance(ev, h2.events.RemoteSettingsChanged):
-                out.append(WindowOpened(0))
-            elif isinstance(ev, h2.events.ConnectionTerminated):
-                if ev.error_code:
-                    self.closed = True
-                out.append(ConnectionEnded(int(ev.error_code or 0)))
-            elif isinstance(ev, h2.events.TrailersReceived):
-                # client trailers are unusual but legal; they end the request
-                if ev.stream_ended:
-                    st = self.streams.get(ev.stream_id)
-                    if st is not None and not st.failed:
-                        out.append(CallHalfClosed(ev.stream_id))
-            # PingReceived (auto-acked), SettingsAcknowledged, PriorityUpdated: nothing to do
+        buf = self._buf
+        buf += data
+        try:
+            if not self._preface:
+                if len(buf) < len(PREFACE):
+                    if not PREFACE.startswith(bytes(buf)):
+                        raise _H2Error(PROTOCOL_ERROR, "not an HTTP/2 client preface")
+                    return out
+                if bytes(buf[: len(PREFACE)]) != PREFACE:
+                    raise _H2Error(PROTOCOL_ERROR, "not an HTTP/2 client preface")
+                del buf[: len(PREFACE)]
+                self._preface = True
+            pos = 0
+            n = len(buf)
+            while n - pos >= 9:
+                hi, lo, ftype, flags, sid = _FRAME_HEADER.unpack_from(buf, pos)
+                length = (hi << 8) | lo
+                sid &= 0x7FFFFFFF
+                if length > LOCAL_MAX_FRAME:
+                    raise _H2Error(FRAME_SIZE_ERROR, f"frame of {length} bytes exceeds {LOCAL_MAX_FRAME}")
+                if n - pos < 9 + length:
+                    break
+                payload = bytes(buf[pos + 9 : pos + 9 + length])
+                pos += 9 + length
+                self._on_frame(ftype, flags, sid, payload, out)
+            if pos:
+                del buf[:pos]
+        except _H2Error as exc:
+            self._buf.clear()
+            self.closed = True
+            self._send_goaway(exc.code, str(exc))
+            raise ConnectionFailed(str(exc)) from None
         return out
 
-    def _on_request(self, ev: h2.events.RequestReceived, out: list[object]) -> None:
-        sid = ev.stream_id
+    def _on_frame(self, ftype: int, flags: int, sid: int, p: bytes, out: list[object]) -> None:
+        if not self._got_settings:
+            if ftype != SETTINGS or flags & FLAG_ACK:
+                raise _H2Error(PROTOCOL_ERROR, "the connection must start with SETTINGS")
+            self._got_settings = True
+        if self._cont is not None and (ftype != CONTINUATION or sid != self._cont[0]):
+            raise _H2Error(PROTOCOL_ERROR, "expected CONTINUATION")
+        if ftype == DATA:
+            self._on_data(flags, sid, p, out)
+        elif ftype == HEADERS:
+            self._on_headers(flags, sid, p, out)
+        elif ftype == CONTINUATION:
+            if self._cont is None:
+                raise _H2Error(PROTOCOL_ERROR, "unexpected CONTINUATION")
+            csid, end_stream, block = self._cont
+            block += p
+            if len(block) > self.config.max_header_list_size + 16384:
+                raise _H2Error(ENHANCE_YOUR_CALM, "header block too large")
+            if flags & FLAG_END_HEADERS:
+                self._cont = None
+                self._on_header_block(csid, end_stream, bytes(block), out)
+        elif ftype == SETTINGS:
+            self._on_settings(flags, sid, p, out)
+        elif ftype == WINDOW_UPDATE:
+            self._on_window_update(sid, p, out)
+        elif ftype == PING:
+            if sid != 0:
+                raise _H2Error(PROTOCOL_ERROR, "PING on a stream")
+            if len(p) != 8:
+                raise _H2Error(FRAME_SIZE_ERROR, "PING payload must be 8 bytes")
+            if not flags & FLAG_ACK:
+                self._out += _frame(PING, FLAG_ACK, 0, p)
+        elif ftype == RST_STREAM:
+            if sid == 0:
+                raise _H2Error(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+            if len(p) != 4:
+                raise _H2Error(FRAME_SIZE_ERROR, "RST_STREAM payload must be 4 bytes")
+            if sid > self._highest:
+                raise _H2Error(PROTOCOL_ERROR, "RST_STREAM on an idle stream")
+            if self.streams.pop(sid, None) is not None:
+                out.append(CallReset(sid, _U32.unpack(p)[0]))
+        elif ftype == PRIORITY:
+            if sid == 0:
+                raise _H2Error(PROTOCOL_ERROR, "PRIORITY on stream 0")
+            if len(p) != 5:
+                self._rst(sid, FRAME_SIZE_ERROR)
+        elif ftype == GOAWAY:
+            if sid != 0 or len(p) < 8:
+                raise _H2Error(PROTOCOL_ERROR, "malformed GOAWAY")
+            code = _U32.unpack_from(p, 4)[0]
+            out.append(ConnectionEnded(code))
+            if code != NO_ERROR:
+                self.closed = True
+        elif ftype == PUSH_PROMISE:
+            raise _H2Error(PROTOCOL_ERROR, "clients cannot push")
+        # unknown frame types are ignored (RFC 9113 5.5)
+
+    def _strip_padding(self, flags: int, p: bytes) -> bytes:
+        if flags & FLAG_PADDED:
+            if not p:
+                raise _H2Error(PROTOCOL_ERROR, "padded frame without pad length")
+            pad = p[0]
+            if pad >= len(p):
+                raise _H2Error(PROTOCOL_ERROR, "padding exceeds the frame")
+            return p[1 : len(p) - pad]
+        return p
+
+    def _on_data(self, flags: int, sid: int, p: bytes, out: list[object]) -> None:
+        if sid == 0:
+            raise _H2Error(PROTOCOL_ERROR, "DATA on stream 0")
+        flow = len(p)
+        self._recv_conn -= flow
+        if self._recv_conn < 0:
+            raise _H2Error(FLOW_CONTROL_ERROR, "connection receive window exceeded")
+        data = self._strip_padding(flags, p)
+        st = self.streams.get(sid)
+        if st is None or st.remote_closed:
+            if sid > self._highest:
+                raise _H2Error(PROTOCOL_ERROR, "DATA on an idle stream")
+            self._credit_conn(flow)
+            if st is not None:
+                self._rst(sid, STREAM_CLOSED)
+                self.streams.pop(sid, None)
+                out.append(CallReset(sid, STREAM_CLOSED))
+            return
+        st.recv_window -= flow
+        if st.recv_window < 0:
+            self._credit_conn(flow)
+            self._fail(sid, INTERNAL, "stream flow-control window exceeded", out, FLOW_CONTROL_ERROR)
+            return
+        end = bool(flags & FLAG_END_STREAM)
+        if st.failed:
+            self._credit_conn(flow)
+            return
+        try:
+            payloads = st.reader.feed(data) if data else []
+        except GrpcError as exc:
+            self._credit_conn(flow)
+            self._fail(sid, exc.status, exc.message, out)
+            return
+        if not payloads:
+            # part of a message: credit now (the reader's size limit bounds what is buffered),
+            # or a message larger than the window could never complete
+            self.ack(sid, flow)
+        else:
+            # the credit for a chunk that completed messages is returned when the handler takes the
+            # last of them: a reader that stops reading stops only its own stream
+            last = len(payloads) - 1
+            for i, m in enumerate(payloads):
+                out.append(CallMessage(sid, m, flow if i == last else 0))
+        if end:
+            st.remote_closed = True
+            if st.reader.pending:
+                self._fail(sid, INTERNAL, "truncated gRPC message", out)
+            else:
+                out.append(CallHalfClosed(sid))
+
+    def _on_headers(self, flags: int, sid: int, p: bytes, out: list[object]) -> None:
+        if sid == 0:
+            raise _H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
+        p = self._strip_padding(flags, p)
+        if flags & FLAG_PRIORITY:
+            if len(p) < 5:
+                raise _H2Error(FRAME_SIZE_ERROR, "HEADERS priority fields missing")
+            p = p[5:]
+        end_stream = bool(flags & FLAG_END_STREAM)
+        if flags & FLAG_END_HEADERS:
+            self._on_header_block(sid, end_stream, p, out)
+        else:
+            self._cont = (sid, end_stream, bytearray(p))
+
+    def _on_header_block(self, sid: int, end_stream: bool, block: bytes, out: list[object]) -> None:
+        try:
+            headers = self._decoder.decode(block)
+        except HpackError as exc:
+            raise _H2Error(COMPRESSION_ERROR, f"header block does not decode: {exc}") from None
+        st = self.streams.get(sid)
+        if st is not None:
+            # trailers from the client: they must end the stream
+            if st.remote_closed:
+                self._fail(sid, INTERNAL, "HEADERS after END_STREAM", out, STREAM_CLOSED)
+            elif not end_stream:
+                self._fail(sid, INTERNAL, "trailers without END_STREAM", out, PROTOCOL_ERROR)
+            elif not st.failed:
+                st.remote_closed = True
+                if st.reader.pending:
+                    self._fail(sid, INTERNAL, "truncated gRPC message", out)
+                else:
+                    out.append(CallHalfClosed(sid))
+            return
+        if sid % 2 == 0:
+            raise _H2Error(PROTOCOL_ERROR, "client stream ids are odd")
+        if sid <= self._highest:
+            # a stream we already closed: its header block was decoded to keep HPACK in sync
+            self._rst(sid, STREAM_CLOSED)
+            return
+        self._highest = sid
+        if self._goaway_sent:
+            self._rst(sid, REFUSED_STREAM)
+            return
+        if len(self.streams) >= self.config.max_concurrent_streams:
+            self._rst(sid, REFUSED_STREAM)
+            return
         method = path = ctype = b""
         meta: dict[str, str] = {}
-        for name, value in ev.headers:  # bytes, since header_encoding=None
+        for name, value in headers:
             if name[:1] == b":":
                 if name == b":method":
                     method = value
@@ -399,68 +607,122 @@ class GrpcConnection:
             elif name == b"content-type":
                 ctype = value
             else:
-                try:
-                    meta[name.decode("latin-1")] = value.decode("utf-8", "replace")
-                except Exception:  # pragma: no cover - bytes always decode with replace
-                    pass
-        encoding = meta.get("grpc-encoding", "identity")
-        self.streams[sid] = _Stream(MessageReader(self.config.max_message, encoding))
-        if method != b"POST" or not ctype.startswith(b"application/grpc"):
-            self._fail(sid, INTERNAL if method == b"POST" else UNIMPLEMENTED, "not a gRPC request", out)
+                meta[name.decode("latin-1")] = value.decode("utf-8", "replace")
+        st = self.streams[sid] = _Stream(
+            MessageReader(self.config.max_message, meta.get("grpc-encoding", "identity")),
+            self._peer_window,
+            self.config.initial_window_size,
+        )
+        if method != b"POST" or not path or not ctype.startswith(b"application/grpc"):
+            self._fail(sid, UNIMPLEMENTED if method and method != b"POST" else INTERNAL, "not a gRPC request", out)
             return
         out.append(CallStarted(sid, path.decode("latin-1"), meta, parse_timeout(meta.get("grpc-timeout"))))
-        if ev.stream_ended is not None:
+        if end_stream:
+            st.remote_closed = True
             out.append(CallHalfClosed(sid))
 
-    def _on_data(self, ev: h2.events.DataReceived, out: list[object]) -> None:
-        sid = ev.stream_id
-        st = self.streams.get(sid)
-        flow = ev.flow_controlled_length or 0
-        if st is None or st.failed:
-            if flow:
-                self._ack_safe(flow, sid)
+    def _on_settings(self, flags: int, sid: int, p: bytes, out: list[object]) -> None:
+        if sid != 0:
+            raise _H2Error(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & FLAG_ACK:
+            if p:
+                raise _H2Error(FRAME_SIZE_ERROR, "SETTINGS ACK with a payload")
             return
-        try:
-            payloads = st.reader.feed(ev.data)
-        except GrpcError as exc:
-            if flow:
-                self._ack_safe(flow, sid)
-            self._fail(sid, exc.status, exc.message, out)
-            return
-        if not payloads:
-            # part of a message: credit now (the reader's size limit bounds what is buffered),
-            # or a message larger than the window could never complete
-            if flow:
-                self._ack_safe(flow, sid)
-            return
-        # the credit for a chunk that completed messages is returned when the handler takes the
-        # last of them: a reader that stops reading stops only its own stream
-        for i, p in enumerate(payloads):
-            out.append(CallMessage(sid, p, flow if i == len(payloads) - 1 else 0))
+        if len(p) % 6:
+            raise _H2Error(FRAME_SIZE_ERROR, "SETTINGS payload not a multiple of 6")
+        for i in range(0, len(p), 6):
+            key, value = struct.unpack_from(">HI", p, i)
+            if key == S_INITIAL_WINDOW_SIZE:
+                if value > MAX_WINDOW:
+                    raise _H2Error(FLOW_CONTROL_ERROR, "initial window too large")
+                delta = value - self._peer_window
+                self._peer_window = value
+                for st in self.streams.values():
+                    st.send_window += delta
+                    if st.send_window > MAX_WINDOW:
+                        raise _H2Error(FLOW_CONTROL_ERROR, "stream window overflow")
+                out.append(WindowOpened(0))
+            elif key == S_MAX_FRAME_SIZE:
+                if not 16384 <= value <= 16777215:
+                    raise _H2Error(PROTOCOL_ERROR, "illegal MAX_FRAME_SIZE")
+                self._peer_max_frame = value
+            elif key == S_HEADER_TABLE_SIZE:
+                self._encoder.header_table_size = value
+            elif key == S_ENABLE_PUSH:
+                if value > 1:
+                    raise _H2Error(PROTOCOL_ERROR, "illegal ENABLE_PUSH")
+        self._out += _frame(SETTINGS, FLAG_ACK, 0)
 
-    def _ack_safe(self, n: int, sid: int) -> None:
-        try:
-            self.h2.acknowledge_received_data(n, sid)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
-            pass  # the stream is gone; h2 already credited the connection window
+    def _on_window_update(self, sid: int, p: bytes, out: list[object]) -> None:
+        if len(p) != 4:
+            raise _H2Error(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload must be 4 bytes")
+        inc = _U32.unpack(p)[0] & 0x7FFFFFFF
+        if sid == 0:
+            if inc == 0:
+                raise _H2Error(PROTOCOL_ERROR, "zero WINDOW_UPDATE")
+            self._send_conn += inc
+            if self._send_conn > MAX_WINDOW:
+                raise _H2Error(FLOW_CONTROL_ERROR, "connection window overflow")
+            out.append(WindowOpened(0))
+            return
+        st = self.streams.get(sid)
+        if st is None:
+            if sid > self._highest:
+                raise _H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE on an idle stream")
+            return
+        if inc == 0:
+            self._fail(sid, INTERNAL, "zero WINDOW_UPDATE", out, PROTOCOL_ERROR)
+            return
+        st.send_window += inc
+        if st.send_window > MAX_WINDOW:
+            self._fail(sid, INTERNAL, "stream window overflow", out, FLOW_CONTROL_ERROR)
+            return
+        out.append(WindowOpened(sid))
+
+    # -- flow control credit -------------------------------------------------------------------
+    def _credit_conn(self, n: int) -> None:
+        if n <= 0:
+            return
+        self._conn_unacked += n
+        # batch connection credit: return it once a good part of the window is used
+        if self._conn_unacked >= min(1 << 20, (self.config.connection_window_boost + DEFAULT_WINDOW) // 4):
+            self._out += _frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._conn_unacked))
+            self._recv_conn += self._conn_unacked
+            self._conn_unacked = 0
 
     def ack(self, stream_id: int, n: int) -> None:
         """Return ``n`` bytes of receive credit for a consumed message."""
-        if n:
-            self._ack_safe(n, stream_id)
+        if n <= 0:
+            return
+        self._credit_conn(n)
+        st = self.streams.get(stream_id)
+        if st is not None and not st.remote_closed:
+            st.recv_window += n
+            self._out += _frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(n))
 
-    def _fail(self, sid: int, status: int, message: str, out: list[object]) -> None:
+    # -- output --------------------------------------------------------------------------------
+    def _rst(self, sid: int, code: int) -> None:
+        self._out += _frame(RST_STREAM, 0, sid, _U32.pack(code))
+
+    def _send_goaway(self, code: int, message: str = "") -> None:
+        if self._goaway_sent and code == NO_ERROR:
+            return
+        self._goaway_sent = True
+        self._out += _frame(GOAWAY, 0, 0, struct.pack(">II", self._highest, code) + message.encode()[:256])
+
+    def _fail(
+        self, sid: int, status: int, message: str, out: list[object], rst_code: int = NO_ERROR
+    ) -> None:
         st = self.streams.get(sid)
         if st is not None:
             st.failed = True
-        try:
-            self.send_trailers_only(sid, status, message)
-        except h2.exceptions.ProtocolError:
-            pass
-        self.reset(sid, h2.errors.ErrorCodes.NO_ERROR)
+            self.send_trailers(sid, status, message)  # also RST(NO_ERROR) if the client still sends
+            if rst_code != NO_ERROR:
+                self._rst(sid, rst_code)
+        else:
+            self._rst(sid, rst_code or CANCEL)
         out.append(CallFailed(sid, status, message))
 
-    # -- output --------------------------------------------------------------------------------
     def is_open(self, stream_id: int) -> bool:
         return stream_id in self.streams
 
@@ -469,33 +731,44 @@ class GrpcConnection:
         if st is None or st.headers_sent:
             return
         st.headers_sent = True
-        self.h2.send_headers(stream_id, _RESPONSE_HEADERS)
+        self._out += _frame(HEADERS, FLAG_END_HEADERS, stream_id, self._encoder.encode(_RESPONSE_HEADERS))
 
     def send_window(self, stream_id: int) -> int:
-        """How many DATA bytes may be sent on this stream right now."""
-        try:
-            return min(self.h2.local_flow_control_window(stream_id), self.h2.max_outbound_frame_size * 64)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
+        """How many DATA bytes may be sent on this stream right now (-1: the stream is gone)."""
+        st = self.streams.get(stream_id)
+        if st is None:
             return -1
+        return max(0, min(self._send_conn, st.send_window))
 
     def send_data(self, stream_id: int, data: bytes | memoryview) -> None:
         """Send DATA that fits the window (see :meth:`send_window`), split into frames."""
-        mfs = self.h2.max_outbound_frame_size
+        st = self.streams.get(stream_id)
+        if st is None:
+            return
+        n = len(data)
+        st.send_window -= n
+        self._send_conn -= n
+        mfs = self._peer_max_frame
+        if n <= mfs:
+            self._out += _frame(DATA, 0, stream_id, data)
+            return
         view = memoryview(data)
-        for i in range(0, len(view), mfs):
-            self.h2.send_data(stream_id, view[i : i + mfs].tobytes())
+        for i in range(0, n, mfs):
+            self._out += _frame(DATA, 0, stream_id, view[i : i + mfs])
 
     def send_trailers(self, stream_id: int, status: int = OK, message: str = "") -> None:
         st = self.streams.pop(stream_id, None)
         if st is None:
             return
-        trailers = [(b"grpc-status", str(status).encode())]
+        trailers: tuple[tuple[bytes, bytes], ...] = ((b"grpc-status", str(status).encode()),)
         if message:
-            trailers.append((b"grpc-message", encode_grpc_message(message).encode()))
+            trailers += ((b"grpc-message", encode_grpc_message(message).encode()),)
         if not st.headers_sent:
-            self.h2.send_headers(stream_id, _RESPONSE_HEADERS + trailers, end_stream=True)
-        else:
-            self.h2.send_headers(stream_id, trailers, end_stream=True)
+            trailers = _RESPONSE_HEADERS + trailers
+        self._out += _frame(HEADERS, FLAG_END_HEADERS | FLAG_END_STREAM, stream_id, self._encoder.encode(trailers))
+        if not st.remote_closed:
+            # the call is over: tell the client to stop sending (RFC 9113 8.1)
+            self._rst(stream_id, NO_ERROR)
 
     def send_trailers_only(self, stream_id: int, status: int, message: str = "") -> None:
         """An error reply: one HEADERS frame with END_STREAM when nothing was sent yet."""
@@ -507,23 +780,19 @@ class GrpcConnection:
         if st is None:
             return True
         framed = frame_message(payload)
-        if self.send_window(stream_id) < len(framed) or len(framed) > self.h2.max_outbound_frame_size:
+        if len(framed) > min(self._send_conn, st.send_window, self._peer_max_frame):
             return False
         self.send_headers(stream_id)
-        self.h2.send_data(stream_id, framed)
+        self.send_data(stream_id, framed)
         self.send_trailers(stream_id, OK)
         return True
 
-    def reset(self, stream_id: int, code: int = h2.errors.ErrorCodes.CANCEL) -> None:
+    def reset(self, stream_id: int, code: int = CANCEL) -> None:
         self.streams.pop(stream_id, None)
-        try:
-            self.h2.reset_stream(stream_id, code)
-        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError, KeyError):
-            pass
+        if stream_id <= self._highest:
+            self._rst(stream_id, code)
 
     def goaway(self) -> None:
         """Graceful shutdown: tell the peer the last stream we will process."""
-        try:
-            self.h2.close_connection(h2.errors.ErrorCodes.NO_ERROR, last_stream_id=self.h2.highest_inbound_stream_id)
-        except h2.exceptions.ProtocolError:
-            pass
+        if not self._goaway_sent:
+            self._send_goaway(NO_ERROR)

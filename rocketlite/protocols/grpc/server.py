@@ -1,4 +1,4 @@
-"""The gRPC front-end: HTTP/2 (h2, through :mod:`.codec`) served directly on Trio.
+"""The gRPC front-end: HTTP/2 (the sans-IO connection in :mod:`.codec`) served directly on Trio.
 
 One task reads the socket and feeds :class:`~.codec.GrpcConnection`; one writer task sends
 whatever the connection has queued (so replies finished in the same scheduling round share one
@@ -245,7 +245,7 @@ class Http2Connection:
                         break
                 nursery.cancel_scope.cancel()
         finally:
-            # the writer is gone now: say GOAWAY (or flush the one h2 queued after an error),
+            # the writer is gone now: say GOAWAY (or flush the one queued after an error),
             # give it a second, close
             self._closed = True
             self._window.set()
