@@ -229,3 +229,25 @@ def test_public_api_surface() -> None:
     assert set(rt.__all__) <= set(dir(rt))
     with pytest.raises(AttributeError):
         rt.NoSuchThing  # noqa: B018
+
+
+async def test_invisibility_timeout_and_retry_backoff_under_autojump_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    wall = time.monotonic()
+    async with open_broker(protocols=()) as rl:
+        b = rl.broker
+        await rl.send("jobs", b"work")
+        t0 = trio.current_time()
+        ((msg, _receipt),) = await b.pop("workers", "jobs", 1, invisible_ms=30 * 60_000)
+        # not acknowledged: it comes back once its 30-minute invisibility ends
+        again = await b.pop("workers", "jobs", 1, invisible_ms=60_000, wait_ms=2 * 3600_000)
+        assert [m.body for m, _ in again] == [b"work"]
+        assert 1800 <= trio.current_time() - t0 < 1900
+        # a consumer's send-back with delay level 18 (2 h) lands in the group's retry topic
+        t1 = trio.current_time()
+        await b.send_back("workers", msg, delay_level=18)
+        (retried,) = await rl.receive("%RETRY%workers", group="workers", timeout=3 * 3600)
+        assert retried.body == b"work"
+        assert 7200 <= trio.current_time() - t1 < 7300
+    assert time.monotonic() - wall < 1.0
