@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
+import pytest
 import trio
 import trio.testing
 
@@ -276,9 +277,11 @@ async def test_send_back_dlq_and_retry_topic_overflow() -> None:
         assert srv.broker.max_offset("%DLQ%RG", 0) == 2
 
 
-async def test_transactions_end_and_check_back() -> None:
+@pytest.mark.parametrize("heartbeat", [True, False])
+async def test_transactions_end_and_check_back(heartbeat: bool) -> None:
     async with serve(transaction_timeout_ms=200, transaction_check_interval_ms=200) as srv, srv.client() as c:
-        await c.heartbeat("tx-client", producer_group="TXG")
+        if heartbeat:  # without one, the half SEND's connection is the producer to ask
+            await c.heartbeat("tx-client", producer_group="TXG")
 
         async def half(body: bytes) -> RemotingCommand:
             r = await c.send_message("TXT", body, group="TXG", queue_id=0, sys_flag=4,

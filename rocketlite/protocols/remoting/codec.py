@@ -285,7 +285,7 @@ def _as_int(value: Any, name: str) -> int:
 
 def decode_json_header(header: bytes) -> RemotingCommand:
     try:
-        obj = json.loads(header.decode("utf-8"))
+        obj = json.loads(header)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise FrameError(f"bad JSON header: {exc}") from None
     if not isinstance(obj, dict):
@@ -295,7 +295,11 @@ def decode_json_header(header: bytes) -> RemotingCommand:
     ext_raw = obj.get("extFields") or {}
     if not isinstance(ext_raw, dict):
         raise FrameError("extFields is not an object")
-    ext = {str(k): ext_str(v) for k, v in ext_raw.items() if v is not None}
+    ext = ext_raw
+    for v in ext_raw.values():
+        if type(v) is not str:
+            ext = {str(k): ext_str(v) for k, v in ext_raw.items() if v is not None}
+            break
     lang = obj.get("language", "JAVA")
     if isinstance(lang, int) and not isinstance(lang, bool):
         lang = LANGUAGES[lang] if 0 <= lang < len(LANGUAGES) else "OTHER"
@@ -312,19 +316,22 @@ def decode_json_header(header: bytes) -> RemotingCommand:
     )
 
 
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
 def encode_json_header(cmd: RemotingCommand) -> bytes:
-    obj: dict[str, Any] = {
-        "code": cmd.code,
-        "extFields": {k: ext_str(v) for k, v in cmd.ext.items()},
-        "flag": cmd.flag,
-        "language": cmd.language,
-        "opaque": cmd.opaque,
-        "serializeTypeCurrentRPC": "JSON",
-        "version": cmd.version,
-    }
-    if cmd.remark is not None:
-        obj["remark"] = cmd.remark
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+    """Java's key order (alphabetical); every ext value a JSON string."""
+    ext = cmd.ext
+    for v in ext.values():
+        if type(v) is not str:
+            ext = {k: ext_str(v) for k, v in ext.items()}
+            break
+    remark = "" if cmd.remark is None else ',"remark":' + _dumps(cmd.remark)
+    return (
+        '{"code":%d,"extFields":%s,"flag":%d,"language":%s,"opaque":%d%s,'
+        '"serializeTypeCurrentRPC":"JSON","version":%d}'
+        % (cmd.code, _dumps(ext), cmd.flag, _dumps(cmd.language), cmd.opaque, remark, cmd.version)
+    ).encode()
 
 
 # -- ROCKETMQ binary header ---------------------------------------------------------------------

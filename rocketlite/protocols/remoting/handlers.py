@@ -460,6 +460,17 @@ class RemotingService:
             born_timestamp=born_ts, born_host=session.peer, reconsume_times=reconsume,
         )
 
+    def _ensure_producer(self, session: Session, group: str) -> None:
+        """A transactional producer must be reachable for check-backs even before its first
+        heartbeat (the C++ clients send one only every 30 s): register its connection."""
+        if any(c.session is session for c in self.broker.producers_of(group)):
+            return
+        cid = f"{session.peer}@remoting"
+        self.broker.register_producer(ClientInfo(cid, group, role="producer", protocol=PROTOCOL, session=session))
+        state: ConnState | None = getattr(session, "state", None)
+        if state is not None:
+            state.clients.add((cid, group, "producer"))
+
     async def send_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
         e = Ext(cmd.ext)
         v2 = cmd.code != RC.SEND_MESSAGE
@@ -510,6 +521,8 @@ class RemotingService:
         if group and PROP_PRODUCER_GROUP_KEY not in msgs[0].properties and sys_flag & 0xC == 0x4:
             for m in msgs:
                 m.properties[PROP_PRODUCER_GROUP_KEY] = group
+        if group and (sys_flag & 0xC == 0x4 or ext_bool(props.get("TRAN_MSG"))):
+            self._ensure_producer(session, group)
         results = await self.broker.send(msgs)
         first = results[0]
         ext = {
