@@ -169,7 +169,7 @@ def test_delayed_message_arrives_no_earlier_than_asked_cpp(srv: RocketliteProces
 def test_consumption_resumes_from_committed_offset_after_restart(kind: str, srv: RocketliteProcess,
                                                                  tmp_path: Path) -> None:
     # ali-ons persists offsets on close; the C++ client every 5 s (it is ended with os._exit)
-    settle = {"settleS": 6} if kind != "alions" else {}
+    settle = {"settleS": 7} if kind != "alions" else {}
     run_client(kind, cfg_for(srv, "produce", f"restart_{kind}", n=10), tmp_path)
     first = event(run_client(kind, cfg_for(srv, "consume", f"restart_{kind}", n=10, **settle), tmp_path),
                   "consumed")["got"]
