@@ -58,6 +58,11 @@ def read_event(proc: subprocess.Popen[str], event: str) -> dict[str, Any]:
     raise AssertionError(f"client exited (code {proc.wait()}) before {event}")
 
 
+def shot(page: Any, path: Path) -> None:
+    page.evaluate("document.querySelector('#toast').classList.add('hidden')")  # no stale notice in the picture
+    page.screenshot(path=str(path))
+
+
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     d = Path(os.environ.get("ROCKETLITE_SCREENSHOTS") or tmp_path)
@@ -119,7 +124,7 @@ def test_console_topic_messages_and_lag(env: tuple[Any, RocketliteProcess], shot
         f"""() => document.querySelector('tr[data-topic="{TOPIC}"] .messages')?.textContent === '{N}'""")
     page.click(f'tr[data-topic="{TOPIC}"] td')
     page.wait_for_selector("#topic-detail:not(.hidden)")
-    page.screenshot(path=str(shots / "console-topics.png"))
+    shot(page, shots / "console-topics.png")
 
     # 3. find a message by key in the message browser
     page.goto(base + "#messages")
@@ -130,7 +135,7 @@ def test_console_topic_messages_and_lag(env: tuple[Any, RocketliteProcess], shot
     body = page.text_content("#msg-body") or ""
     assert '"order": 7' in body
     assert "order-7" in (page.text_content("#msg-detail") or "")
-    page.screenshot(path=str(shots / "console-message.png"))
+    shot(page, shots / "console-message.png")
 
     # 4. a consumer group with a backlog: lag N, then a real push consumer catches up
     api(srv, "POST", f"/api/groups/{GROUP}/offsets", {"topic": TOPIC, "to": "earliest"})
@@ -138,7 +143,7 @@ def test_console_topic_messages_and_lag(env: tuple[Any, RocketliteProcess], shot
     page.wait_for_selector(f'tr[data-group="{GROUP}"]')
     page.click(f'tr[data-group="{GROUP}"] td')
     page.wait_for_function(f"() => document.querySelector('#group-lag')?.textContent === '{N}'")
-    page.screenshot(path=str(shots / "console-group-lag-before.png"))
+    shot(page, shots / "console-group-lag-before.png")
     cons = client(py, "consume", srv, group=GROUP, n=N, delayS=0.05, holdS=60)
     try:
         read_event(cons, "started")
@@ -157,7 +162,7 @@ def test_console_topic_messages_and_lag(env: tuple[Any, RocketliteProcess], shot
         assert seen[0] == N and seen[-1] == 0, seen
         assert seen == sorted(seen, reverse=True), seen  # the lag only goes down
         page.wait_for_selector("#group-queues .queue-lag")
-        page.screenshot(path=str(shots / "console-group-lag-after.png"))
+        shot(page, shots / "console-group-lag-after.png")
         assert api(srv, "GET", f"/api/groups/{GROUP}")["lag"] == 0
 
         # the message's delivery state now says consumed for the group
@@ -184,7 +189,7 @@ def test_console_topic_messages_and_lag(env: tuple[Any, RocketliteProcess], shot
             page.wait_for_selector("#mqtt-retained")
             page.wait_for_function("() => document.querySelector('#mqtt-clients')?.textContent.includes('lamp-controller')")
             assert "browser/lamp/kitchen" in (page.text_content("#mqtt-retained") or "")
-            page.screenshot(path=str(shots / "console-mqtt.png"))
+            shot(page, shots / "console-mqtt.png")
         finally:
             c.loop_stop()
             c.disconnect()
