@@ -25,7 +25,10 @@ Public API (reached through :class:`~rocketlite.core.broker.Broker`)
   a delivery attempt (the next redelivery does).
 * ``await broker.pop_to_dlq(group, topic, handle) -> SendResult``: move the message to
   ``%DLQ%<group>`` and treat it as acked (gRPC ForwardMessageToDeadLetterQueue).
-* ``parse_handle(handle) -> ReceiptHandle(retry, queue_id, offset, nonce)`` (ValueError if malformed).
+* ``parse_handle(handle) -> ReceiptHandle(retry, queue_id, offset, nonce)`` (ValueError if malformed);
+  ``ReceiptHandle.nonce_int`` is the nonce as a number < 2**60 and
+  ``make_handle(retry, queue_id, offset, nonce_or_int)`` rebuilds the handle, so a protocol whose
+  receipt is a set of numbers (remoting POP_CK extraInfo) can carry it and give it back.
 * ``broker.pops.inflight(group, topic)`` -> entries (admin/tests).
 
 Theory of operation
@@ -87,8 +90,25 @@ class ReceiptHandle(NamedTuple):
     offset: int
     nonce: str
 
+    @property
+    def nonce_int(self) -> int:
+        """The nonce as a number < 2**60 (fits a Java long, e.g. POP_CK's ckQueueOffset)."""
+        return int(self.nonce, 16)
 
-def make_handle(retry: bool, queue_id: int, offset: int, nonce: str) -> str:
+
+def new_nonce() -> str:
+    """15 hex digits: 60 random bits, so it also travels as a (Java long) number."""
+    return f"{int.from_bytes(os.urandom(8), 'big') >> 4:015x}"
+
+
+def nonce_from_int(n: int) -> str:
+    return f"{n:015x}"
+
+
+def make_handle(retry: bool, queue_id: int, offset: int, nonce: str | int) -> str:
+    """Build a receipt handle from its parts (``nonce`` as returned by parse_handle or as an int)."""
+    if isinstance(nonce, int):
+        nonce = nonce_from_int(nonce)
     return f"{1 if retry else 0}{queue_id:x}.{offset:x}.{nonce}"
 
 
@@ -405,7 +425,7 @@ class Pops:
         for e in delivered:
             self._untrack(e)
             e.attempts += 1
-            e.nonce = os.urandom(8).hex()
+            e.nonce = new_nonce()
             e.deadline = now + invisible_ms
             batch.puts.append((T_POP, st.key(e), e.record()))
             self._track(st, e)
@@ -522,7 +542,7 @@ class Pops:
     async def change_invisible(self, group: str, topic: str, handle: str, invisible_ms: int) -> str:
         st, e = self._lookup(group, topic, handle)
         self._untrack(e)
-        e.nonce = os.urandom(8).hex()
+        e.nonce = new_nonce()
         e.deadline = self.broker.now_ms() + max(0, int(invisible_ms))
         self._track(st, e)
         await self.broker.write(WriteBatch(puts=[(T_POP, st.key(e), e.record())]))

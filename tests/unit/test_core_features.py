@@ -463,3 +463,17 @@ async def test_ack_batch(autojump_clock: trio.testing.MockClock) -> None:
         assert isinstance(res[1], InvalidReceipt) and isinstance(res[3], InvalidReceipt)
         await trio.sleep(11)
         assert [m.body for m, _ in await b.pop("G", "T", 3, 10_000)] == [got[2][0].body]
+
+
+async def test_handle_parts_round_trip(autojump_clock: trio.testing.MockClock) -> None:
+    from rocketlite.core.pop import make_handle, parse_handle
+
+    async with running() as b:
+        await b.send([Message("T", b"x")])
+        ((m, h),) = await b.pop("G", "T", 1, 10_000)
+        parts = parse_handle(h)
+        assert (parts.retry, parts.queue_id, parts.offset) == (False, m.queue_id, m.queue_offset)
+        assert 0 <= parts.nonce_int < 2**60
+        rebuilt = make_handle(parts.retry, parts.queue_id, parts.offset, parts.nonce_int)
+        assert rebuilt == h
+        await b.ack("G", "T", rebuilt)
