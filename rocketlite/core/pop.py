@@ -240,8 +240,13 @@ class Pops:
     def _track(self, st: PopState, e: PopEntry) -> None:
         if e.nonce:
             self._by_nonce[e.nonce] = (st, e)
-            heapq.heappush(self._heap, (e.deadline, e.nonce))
-            if self._heap[0][1] == e.nonce:
+            heap = self._heap
+            if len(heap) > 2 * len(self._by_nonce) + 1024:  # acked entries linger: compact
+                heap[:] = [(x.deadline, n) for n, (_, x) in self._by_nonce.items() if x.nonce == n]
+                heapq.heapify(heap)
+            else:
+                heapq.heappush(heap, (e.deadline, e.nonce))
+            if heap and heap[0][1] == e.nonce:
                 self._wake.set()
 
     def _untrack(self, e: PopEntry) -> None:

@@ -477,3 +477,12 @@ async def test_handle_parts_round_trip(autojump_clock: trio.testing.MockClock) -
         rebuilt = make_handle(parts.retry, parts.queue_id, parts.offset, parts.nonce_int)
         assert rebuilt == h
         await b.ack("G", "T", rebuilt)
+
+
+async def test_pop_heap_stays_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", b"x") for _ in range(3000)])
+        for _ in range(100):
+            for m, h in await b.pop("G", "T", 32, 600_000):
+                await b.ack("G", "T", h)
+        assert len(b.pops._heap) < 2 * 32 + 1100
