@@ -221,6 +221,9 @@ class MqttConnection:
     async def _store(self, batch: list[C.Publish]) -> None:
         s = self.session
         assert s is not None
+        # Let other connections whose packets arrived in the same wake-up (a SUBSCRIBE sent just
+        # before this PUBLISH on another socket) go first, as a single-threaded broker would.
+        await trio.lowlevel.checkpoint()
         try:
             await self.manager.publish(batch, self.client_id, self.peer)
             failed = 0
