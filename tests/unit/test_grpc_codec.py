@@ -7,6 +7,7 @@ import struct
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -261,3 +262,55 @@ def test_peer_graceful_goaway_lets_open_streams_finish() -> None:
     assert any(isinstance(e, codec.ConnectionEnded) for e in sev) and not s.closed
     s.send_trailers(1, codec.OK)
     assert s.data_to_send()
+
+
+def test_stream_bound_refuses_extra_streams() -> None:
+    s = GrpcConnection(GrpcConnectionConfig(max_concurrent_streams=2))
+    s.initiate()
+    c = client()
+    for sid in (1, 3, 5):
+        c.send_headers(sid, request_headers())
+    sev, cev = pump(c, s)
+    assert [e.stream_id for e in sev if isinstance(e, CallStarted)] == [1, 3]
+    assert any(isinstance(e, h2.events.StreamReset) and e.stream_id == 5 and e.error_code == 7 for e in cev)
+
+
+def test_ping_is_acked_and_windows_are_respected() -> None:
+    s = GrpcConnection()
+    s.initiate()
+    c = client()
+    c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+    c.send_headers(1, request_headers(), end_stream=True)
+    c.ping(b"12345678")
+    _, cev = pump(c, s)
+    assert any(isinstance(e, h2.events.PingAckReceived) and e.ping_data == b"12345678" for e in cev)
+    assert s.send_window(1) == 100
+    assert not s.send_unary(1, b"x" * 200)  # does not fit: the caller must wait for credit
+    s.send_headers(1)
+    s.send_data(1, frame_message(b"x" * 95))
+    assert s.send_window(1) == 0
+    _, cev = pump(c, s)
+    got = sum(len(e.data) for e in cev if isinstance(e, h2.events.DataReceived))
+    assert got == 100
+    c.increment_flow_control_window(1000, stream_id=1)
+    sev, _ = pump(c, s)
+    assert any(isinstance(e, codec.WindowOpened) and e.stream_id == 1 for e in sev)
+    assert s.send_window(1) == 1000
+
+
+def test_request_credit_returned_when_message_consumed() -> None:
+    s = GrpcConnection(GrpcConnectionConfig(initial_window_size=65535))
+    s.initiate()
+    c = client()
+    c.send_headers(1, request_headers())
+    data = frame_message(b"a" * 60000)
+    for i in range(0, len(data), 16000):
+        c.send_data(1, data[i : i + 16000])
+    sev, _ = pump(c, s)
+    msg = [e for e in sev if isinstance(e, CallMessage)][0]
+    # partial chunks were credited at once; the chunk that completed the message waits for the handler
+    assert msg.flow_bytes == len(data) - 48000
+    assert c.local_flow_control_window(1) == 65535 - msg.flow_bytes
+    s.ack(1, msg.flow_bytes)
+    pump(c, s)
+    assert c.local_flow_control_window(1) == 65535
