@@ -54,6 +54,7 @@ from rocketlite.protocols.remoting.codec import (
     offset_msg_id,
     parse_java_properties,
 )
+from rocketlite.security.remoting_acl import check as acl_check
 
 log = logging.getLogger("rocketlite.remoting")
 
@@ -171,6 +172,7 @@ class RemotingService:
         self.broker = broker
         self.adv = advertised
         self.pull_hold_max_ms = pull_hold_max_ms
+        self.acl: Any = None  # rocketlite.security.acl.Acl when [security] enabled
         self._subs: dict[tuple[str, str, str], Subscription] = {}
         self._changed_handles: dict[tuple[str, str, bool, int, int], str] = {}
         self.handlers: dict[int, Handler] = {
@@ -225,7 +227,10 @@ class RemotingService:
     async def handle(self, session: Session, cmd: RemotingCommand) -> RemotingCommand | None:
         """Run one request; returns the response (None when none must be sent)."""
         handler = self.handlers.get(cmd.code)
-        if handler is None:
+        denied = acl_check(self.acl, cmd.code, cmd.ext, cmd.body) if self.acl is not None else None
+        if denied is not None:  # [security] enabled: bad signature or no permission
+            resp = cmd.response(R.NO_PERMISSION, remark=denied)
+        elif handler is None:
             resp = cmd.response(R.REQUEST_CODE_NOT_SUPPORTED, remark=f" request type {cmd.code} not supported")
         else:
             try:

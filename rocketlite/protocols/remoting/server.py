@@ -31,6 +31,7 @@ from rocketlite.protocols.remoting.codec import (
     encode_command,
 )
 from rocketlite.protocols.remoting.handlers import Advertised, ConnState, RemotingService
+from rocketlite.security.acl import get_acl
 
 log = logging.getLogger("rocketlite.remoting")
 
@@ -243,6 +244,7 @@ class RemotingFrontEnd:
                                 await trio.to_thread.run_sync(_resolve_ipv4, adv_host))
         hold = int(sec.get("pull_hold_max_ms", 20_000) or 20_000)
         self.service = RemotingService(ctx.broker, advertised, pull_hold_max_ms=hold)
+        self.service.acl = get_acl(ctx)
         self.ports = {"nameserver": actual_ns, "broker": actual_broker,
                       "vip": vip_l.socket.getsockname()[1] if vip_l else 0}
         ctx.services["remoting"] = self
