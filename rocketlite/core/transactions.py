@@ -313,33 +313,45 @@ class Transactions:
                 log.exception("transaction check round failed")
                 await rt.sleep_ms(1000)
 
-    async def check_due(self, now: int) -> None:
+    async def check_due(self, now: int, limit: int = 1024) -> None:
+        """One check round: bump or discard every due half in one write, then ask producers."""
         s = self.broker.settings
-        due = [e for e in self._entries.values() if not e.busy and e.next_check_ms <= now]
+        due = sorted((e for e in self._entries.values() if not e.busy and e.next_check_ms <= now),
+                     key=lambda e: e.next_check_ms)[:limit]
+        batch = WriteBatch()
+        to_check: list[HalfEntry] = []
+        discard: list[HalfEntry] = []
         for e in due:
-            if e.txn_id not in self._entries or e.busy:
-                continue
             if e.checks >= s.transaction_check_max:
-                log.warning("transaction %s (%s) unresolved after %d checks: discarded to %s", e.txn_id, e.topic,
-                            e.checks, CHECK_MAX_TOPIC)
                 e.busy = True
-                batch = WriteBatch(deletes=[(T_TXN, e.txn_id.encode())])
-                try:
+                discard.append(e)
+            else:
+                e.checks += 1
+                e.next_check_ms = now + s.transaction_check_interval_ms
+                batch.puts.append((T_TXN, e.txn_id.encode(), e.record()))
+                to_check.append(e)
+        try:
+            if discard:
+                await self.broker.get_or_create_topic(CHECK_MAX_TOPIC, queues=1)
+                for e in discard:
+                    log.warning("transaction %s (%s) unresolved after %d checks: discarded to %s", e.txn_id,
+                                e.topic, e.checks, CHECK_MAX_TOPIC)
+                    batch.deletes.append((T_TXN, e.txn_id.encode()))
                     half = await self._half_message(e)
                     if half is not None:
-                        await self.broker.get_or_create_topic(CHECK_MAX_TOPIC, queues=1)
                         kept = half.copy(topic=CHECK_MAX_TOPIC, queue_id=0, queue_offset=-1, commit_offset=-1)
                         kept.keys = strip_key(kept.keys, e.txn_id)
                         batch.messages.append(kept)
-                    await self.broker.write(batch)
-                finally:
-                    e.busy = False
+            if batch.puts or batch.deletes:
+                await self.broker.write(batch)
+        finally:
+            for e in discard:
+                e.busy = False
                 self._remove(e)
                 self.discarded += 1
-                continue
-            e.checks += 1
-            e.next_check_ms = now + s.transaction_check_interval_ms
-            await self.broker.store.write(WriteBatch(puts=[(T_TXN, e.txn_id.encode(), e.record())]))
+        for e in to_check:
+            if self._entries.get(e.txn_id) is not e or e.busy:
+                continue  # resolved meanwhile
             client = self.pick_producer(e)
             if client is None:
                 log.info("transaction %s: no live producer of %s to check", e.txn_id, e.producer_group)

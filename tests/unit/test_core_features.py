@@ -486,3 +486,27 @@ async def test_pop_heap_stays_bounded(autojump_clock: trio.testing.MockClock) ->
             for m, h in await b.pop("G", "T", 32, 600_000):
                 await b.ack("G", "T", h)
         assert len(b.pops._heap) < 2 * 32 + 1100
+
+
+async def test_many_halves_checked_in_one_round(autojump_clock: trio.testing.MockClock) -> None:
+    async with running(transaction_check_max=2, transaction_check_interval_ms=10_000) as b:
+        seen: list[str] = []
+
+        async def checker(client: ClientInfo, msg: Message, txn: str) -> None:
+            seen.append(txn)
+            if len(seen) % 2:  # resolve every other one from the check
+                await b.end_transaction("PG", transaction_id=txn, action="commit", from_check=True)
+
+        b.add_transaction_checker("test", checker)
+        b.register_producer(ClientInfo("p1", "PG", protocol="test"))
+        await b.send([half(body=bytes([i])) for i in range(50)])
+        writes = b.store.stats()["commits"]
+        await trio.sleep(6.5)
+        assert len(seen) == 50
+        assert b.store.stats()["commits"] - writes == 1 + 25  # one round write + 25 commits
+        assert len(b.transactions) == 25
+        await trio.sleep(60)
+        assert len(b.transactions) == 0
+        assert len(seen) == 75  # the second round asked the 25 left, and resolved 13 of them
+        assert len(await drain(b, "T")) == 38
+        assert len(await drain(b, "TRANS_CHECK_MAX_TIME_TOPIC")) == 12
