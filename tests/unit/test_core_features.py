@@ -510,3 +510,30 @@ async def test_many_halves_checked_in_one_round(autojump_clock: trio.testing.Moc
         assert len(seen) == 75  # the second round asked the 25 left, and resolved 13 of them
         assert len(await drain(b, "T")) == 38
         assert len(await drain(b, "TRANS_CHECK_MAX_TIME_TOPIC")) == 12
+
+
+async def test_committed_transaction_honours_delay(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        m = half()
+        m.properties[PROP_DELAY_LEVEL] = "3"  # 10 s after the commit
+        (r,) = await b.send([m])
+        await trio.sleep(1)
+        res = await b.end_transaction("PG", transaction_id=r.transaction_id, action="commit")
+        assert res is not None and res.recall_handle
+        await trio.sleep(9)
+        assert await drain(b, "T") == []
+        await trio.sleep(1.5)
+        (got,) = await drain(b, "T")
+        assert got.unique_id == r.unique_id and "TRAN_MSG" not in got.properties
+        assert not await b.recall(res.recall_handle)  # already delivered
+
+
+async def test_pop_with_sql92_filter(autojump_clock: trio.testing.MockClock) -> None:
+    from rocketlite.core.filters import Subscription
+
+    async with running() as b:
+        await b.send([Message("T", bytes([i]), properties={"n": str(i)}) for i in range(6)])
+        flt = Subscription.make("T", "n >= 3 AND n <> 4", "SQL92").filter
+        got = await b.pop("G", "T", 10, 10_000, filter=flt)
+        assert sorted(m.properties["n"] for m, _ in got) == ["3", "5"]
+        assert await b.pop("G", "T", 10, 10_000, filter=flt) == []
