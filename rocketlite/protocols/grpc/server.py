@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
+from rocketlite.protocols.grpc import messaging_pb2
 from rocketlite.protocols.grpc.codec import (
     DEADLINE_EXCEEDED,
     INTERNAL,
@@ -41,6 +42,8 @@ from rocketlite.protocols.grpc.codec import (
     WindowOpened,
     frame_message,
 )
+from rocketlite.security.acl import get_acl
+from rocketlite.security.grpc_acl import guard_handlers
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +408,8 @@ class GrpcFrontEnd:
         )
         service = MessagingService(ctx.broker, settings)
         ctx.services["grpc"] = service
-        server = GrpcServer(service.handlers(), ssl_context=ssl_ctx, config=config)
+        handlers = guard_handlers(service.handlers(), get_acl(ctx), messaging_pb2)  # [security]
+        server = GrpcServer(handlers, ssl_context=ssl_ctx, config=config)
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()
         async with trio.open_nursery() as nursery:
