@@ -44,6 +44,7 @@ the in-memory counters (e.g. a pull at the queue's end, the common long-poll cas
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -155,6 +156,7 @@ class LmdbStore:
         self.map_size = int(map_size_mb) * 1024 * 1024
         self.min_free_bytes = int(min_free_disk_mb) * 1024 * 1024
         self._env: Any = None
+        self._lock_file: Any = None
         self._queue: list[_Op] = []
         self._leading = False
         self._idle: trio.Event | None = None
@@ -209,6 +211,25 @@ class LmdbStore:
             trio.lowlevel.spawn_system_task(self._flusher, name="rocketlite.storage.flusher")
 
     def _open_sync(self) -> None:
+        # one process per data directory: LMDB itself would let a second one in, and the two
+        # would hand out the same offsets from their in-memory counters
+        lock = open(os.path.join(self.data_dir, "rocketlite.lock"), "a+b")  # noqa: SIM115
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            lock.close()
+            raise RuntimeError(f"{self.data_dir} is in use by another rocketlite process") from exc
+        try:
+            self._open_env()
+        except BaseException:
+            if self._env is not None:
+                self._env.close()
+                self._env = None
+            lock.close()
+            raise
+        self._lock_file = lock
+
+    def _open_env(self) -> None:
         env = lmdb.open(
             self.data_dir,
             map_size=self.map_size,
@@ -277,9 +298,15 @@ class LmdbStore:
         env = self._env
         self._env = None
         if env is not None:
+            lock = self._lock_file
+
             def finish() -> None:
-                env.sync(True)
-                env.close()
+                try:
+                    env.sync(True)
+                    env.close()
+                finally:
+                    if lock is not None:
+                        lock.close()  # releases the flock
 
             await trio.to_thread.run_sync(finish)
 

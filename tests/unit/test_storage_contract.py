@@ -535,3 +535,14 @@ async def test_failed_group_leaves_no_holes(kind: str, tmp_path: Path) -> None:
             assert [m.queue_offset for m in got] == list(range(s.max_offset("F", q)))
     finally:
         await s.close()
+
+
+async def test_one_process_per_data_directory(tmp_path: Path) -> None:
+    a = LmdbStore(tmp_path / "d")
+    await a.open()
+    b = LmdbStore(tmp_path / "d")
+    with pytest.raises(RuntimeError, match="in use"):
+        await b.open()
+    await a.close()
+    await b.open()  # free again once the first one closed
+    await b.close()
