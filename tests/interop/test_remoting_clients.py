@@ -108,6 +108,12 @@ def test_tag_filter_across_clients(srv: RocketliteProcess, tmp_path: Path) -> No
     assert sorted(g["body"] for g in got) == ["a-0", "a-1", "a-2"]
 
 
+def test_sql92_filter_alions(srv: RocketliteProcess, tmp_path: Path) -> None:
+    run_client("alions", cfg_for(srv, "produce", "sql", n=6, sqlProp="n"), tmp_path)
+    got = event(run_client("alions", cfg_for(srv, "consume", "sql", n=2, sql="n >= 4"), tmp_path), "consumed")["got"]
+    assert sorted(g["body"] for g in got) == ["m-4", "m-5"]
+
+
 @pytest.mark.parametrize("kind", ["alions", "cpp21"])
 def test_failing_consumer_gets_redelivery_through_retry_topic(kind: str, srv: RocketliteProcess, tmp_path: Path) -> None:
     # rocketmq 0.4.4 cannot say "reconsume later" (REMOTING.md section 12), so it is not here.

@@ -24,6 +24,7 @@ async function produce(n, opts = {}) {
   for (let i = 0; i < n; i++) {
     const msg = new Message(cfg.topic, cfg.tag || 'TagA', `${cfg.prefix || 'm'}-${i}`);
     msg.keys = [ `key-${i}` ];
+    if (cfg.sqlProp) msg.properties[cfg.sqlProp] = String(i); // user property for SQL92 filters
     // delay scenario: message 0 by delay level, message 1 by Aliyun start-deliver time
     let delayMs = 0;
     const t = Date.now();
@@ -47,7 +48,8 @@ async function consume(n, opts = {}) {
   const attempts = {};
   let resolve;
   const done = new Promise(r => { resolve = r; });
-  consumer.subscribe(cfg.topic, cfg.tag || '*', async msg => {
+  const expression = cfg.sql ? { expressionType: 'SQL92', subString: cfg.sql } : (cfg.tag || '*');
+  consumer.subscribe(cfg.topic, expression, async msg => {
     const body = msg.body.toString();
     attempts[body] = (attempts[body] || 0) + 1;
     if (opts.failFirst && attempts[body] === 1) {
