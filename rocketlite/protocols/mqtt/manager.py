@@ -38,6 +38,7 @@ from rocketlite.protocols.mqtt.mapping import (
 )
 from rocketlite.protocols.mqtt.session import PUB, Delivery, OutItem, Session, SubOptions
 from rocketlite.protocols.mqtt.topics import SubscriptionTrie, split_shared, topic_matches
+from rocketlite.security.acl import AuthError
 from rocketlite.storage.base import WriteBatch
 
 log = logging.getLogger("rocketlite.mqtt")
@@ -174,6 +175,12 @@ class MqttManager:
         st = self.settings
         v5 = pkt.version == 5
         props: dict[int, Any] = {}
+        acl = getattr(self, "acl", None)
+        if acl is not None:  # [security] enabled: MQTT login (docs/security.md)
+            try:
+                conn.mqtt_user = acl.mqtt_login(pkt.username, pkt.password)  # type: ignore[attr-defined]
+            except AuthError:
+                return C.Connack(False, C.RC_BAD_USER_OR_PASSWORD), None
         cid = pkt.client_id
         if not cid:
             if not pkt.clean_start and not v5:
@@ -547,6 +554,10 @@ class MqttManager:
                 continue
             if group is not None and sub.no_local:
                 raise C.protocol_error("no local on a shared subscription")
+            acl = getattr(self, "acl", None)
+            if acl is not None and not acl.mqtt_may(getattr(conn, "mqtt_user", None), real, "SUB"):
+                reasons.append(C.RC_NOT_AUTHORIZED if v5 else 0x80)  # [security] topic ACL
+                continue
             if any(topic_matches(d, real) or d == real for d in self.settings.deny_subscribe):
                 reasons.append(C.RC_UNSPECIFIED)  # what the Paho suite expects for a refused filter
                 continue

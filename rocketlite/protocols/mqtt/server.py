@@ -23,6 +23,7 @@ from rocketlite.frontends import FrontEndContext
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.manager import MqttManager, MqttSettings
 from rocketlite.protocols.mqtt.session import Session, SessionError
+from rocketlite.security.acl import get_acl
 
 log = logging.getLogger("rocketlite.mqtt")
 
@@ -204,6 +205,17 @@ class MqttConnection:
                         s.incoming_qos2_stored(p.packet_id)
                         self.send_packet(C.Ack(C.PUBREC, p.packet_id))
                     continue
+                acl = getattr(self.manager, "acl", None)
+                if acl is not None and not acl.mqtt_may(getattr(self, "mqtt_user", None), p.topic, "PUB"):
+                    # [security] topic ACL: MQTT 5 gets "not authorized"; 3.1.1 has no negative ack (dropped)
+                    rc = C.RC_NOT_AUTHORIZED if self.version == 5 else 0
+                    if p.qos == 1:
+                        self.send_packet(C.Ack(C.PUBACK, p.packet_id, rc))
+                    elif p.qos == 2:
+                        if not rc:
+                            s.incoming_qos2_stored(p.packet_id)
+                        self.send_packet(C.Ack(C.PUBREC, p.packet_id, rc))
+                    continue
                 batch.append(p)
                 if p.qos == 2:
                     q2.add(p.packet_id)
@@ -292,6 +304,7 @@ class MqttFrontEnd:
         sec = ctx.settings.section("mqtt")
         settings = MqttSettings.from_section(sec)
         manager = MqttManager(ctx.broker, settings)
+        manager.acl = get_acl(ctx)  # [security]
         await manager.start()
         ctx.services["mqtt"] = manager
         # rocketlite.testing's reset() runs these after broker.reset(): forget sessions, retained
