@@ -54,13 +54,13 @@ PROP_BORN_HOST = "__GRPC_BORN_HOST"
 
 # Properties that carry system meaning (RocketMQ MessageConst names and rocketlite internals):
 # never shown to gRPC consumers as user properties.
-_HIDDEN = {
+_HIDDEN = frozenset({
     PROP_UNIQ_KEY, PROP_KEYS, PROP_TAGS, PROP_MESSAGE_GROUP, PROP_DELIVER_TIME_MS, PROP_TRANSACTION_PREPARED,
     PROP_PRODUCER_GROUP, PROP_IMMUNITY, PROP_TRACE, PROP_BODY_ENCODING, PROP_BORN_HOST, "DELAY", "TIMER_DELAY_SEC",
     "TIMER_DELAY_MS", "REAL_TOPIC", "REAL_QID", "RETRY_TOPIC", "ORIGIN_MESSAGE_ID", "MAX_RECONSUME_TIMES",
     "WAIT", "MSG_REGION", "TRACE_ON", "CLUSTER", "MIN_OFFSET", "MAX_OFFSET", "CONSUME_START_TIME",
     "__transactionId__", "TRAN_PREPARED_QUEUE_OFFSET", "INNER_NUM", "INNER_MULTI_TOPIC",
-}
+})
 
 _ERROR_CODES = {
     "TOPIC_NOT_FOUND": C.TOPIC_NOT_FOUND,
@@ -349,62 +349,75 @@ class MessagingService:
     # -- SendMessage ---------------------------------------------------------------------------
     async def send_message(self, req: pb.SendMessageRequest, call: Call) -> pb.SendMessageResponse:
         resp = pb.SendMessageResponse()
-        if not req.messages:
-            resp.status.CopyFrom(status(C.BAD_REQUEST, "no message in the request"))
+        messages = req.messages
+        if not messages:
+            resp.status.code = C.BAD_REQUEST
+            resp.status.message = "no message in the request"
             return resp
         try:
-            msgs = [self.to_core(m, call) for m in req.messages]
+            msgs = [self.to_core(m, call) for m in messages]
             results = await self.broker.send(msgs)
         except Exception as exc:
             st = error_status(exc)
             resp.status.CopyFrom(st)
-            for m in req.messages:
+            for m in messages:
                 resp.entries.add(status=st, message_id=m.system_properties.message_id)
             return resp
-        resp.status.CopyFrom(status())
-        for m, r in zip(req.messages, results):
-            resp.entries.add(
-                status=status(),
-                message_id=m.system_properties.message_id or r.unique_id,
-                transaction_id=r.transaction_id or "",
-                offset=max(r.queue_offset, 0),
-                recall_handle=getattr(r, "recall_handle", "") or "",
-            )
+        rs = resp.status
+        rs.code = C.OK
+        rs.message = "OK"
+        for msg, r in zip(msgs, results):
+            e = resp.entries.add()
+            es = e.status
+            es.code = C.OK
+            es.message = "OK"
+            e.message_id = msg.properties.get(PROP_UNIQ_KEY) or r.unique_id
+            if r.transaction_id:
+                e.transaction_id = r.transaction_id
+            if r.queue_offset > 0:
+                e.offset = r.queue_offset
+            if r.recall_handle:
+                e.recall_handle = r.recall_handle
         return resp
 
     def to_core(self, m: pb.Message, call: Call) -> Message:
         sp = m.system_properties
         topic = m.topic.name
+        body = m.body
         if not topic:
             raise Reject(C.ILLEGAL_TOPIC, "topic name is empty")
-        if not m.body:
+        if not body:
             raise Reject(C.MESSAGE_BODY_EMPTY, "message body is empty")
-        if len(m.body) > self.broker.settings.max_message_size:
-            raise Reject(C.MESSAGE_BODY_TOO_LARGE, f"message body exceeds {self.broker.settings.max_message_size} bytes")
-        if not sp.message_id:
+        limit = self.broker.settings.max_message_size
+        if len(body) > limit:
+            raise Reject(C.MESSAGE_BODY_TOO_LARGE, f"message body exceeds {limit} bytes")
+        mid = sp.message_id
+        if not mid:
             raise Reject(C.ILLEGAL_MESSAGE_ID, "message id is empty")
-        props: dict[str, str] = {}
-        for k, v in m.user_properties.items():
-            if k in _HIDDEN:
-                raise Reject(C.ILLEGAL_MESSAGE_PROPERTY_KEY, f"property {k} is reserved")
-            props[k] = v
-        if len(props) > 128 or sum(len(k) + len(v) for k, v in props.items()) > 16 * 1024:
-            raise Reject(C.MESSAGE_PROPERTIES_TOO_LARGE, "too many or too large user properties")
-        props[PROP_UNIQ_KEY] = sp.message_id
-        tags = sp.tag if sp.HasField("tag") else ""
-        if any(ord(ch) < 0x20 for ch in tags) or "|" in tags:
-            raise Reject(C.ILLEGAL_MESSAGE_TAG, f"illegal tag {tags!r}")
-        keys = " ".join(k for k in sp.keys if k)
+        props: dict[str, str] = dict(m.user_properties) if m.user_properties else {}
+        if props:
+            if not _HIDDEN.isdisjoint(props):
+                raise Reject(C.ILLEGAL_MESSAGE_PROPERTY_KEY, f"reserved property in {sorted(_HIDDEN & set(props))}")
+            if len(props) > 128 or sum(len(k) + len(v) for k, v in props.items()) > 16 * 1024:
+                raise Reject(C.MESSAGE_PROPERTIES_TOO_LARGE, "too many or too large user properties")
+        props[PROP_UNIQ_KEY] = mid
+        present = {f.name for f, _ in sp.ListFields()}
+        tags = sp.tag if "tag" in present else ""
         if tags:
+            if not tags.isprintable() or "|" in tags:
+                raise Reject(C.ILLEGAL_MESSAGE_TAG, f"illegal tag {tags!r}")
             props[PROP_TAGS] = tags
+        keys = " ".join(k for k in sp.keys if k) if "keys" in present else ""
         if keys:
             props[PROP_KEYS] = keys
-        if sp.HasField("message_group") and sp.message_group:
-            if len(sp.message_group) > MAX_MESSAGE_GROUP:
+        if "message_group" in present:
+            group = sp.message_group
+            if len(group) > MAX_MESSAGE_GROUP:
                 raise Reject(C.ILLEGAL_MESSAGE_GROUP, "message group longer than 64 characters")
-            props[PROP_MESSAGE_GROUP] = sp.message_group
+            if group:
+                props[PROP_MESSAGE_GROUP] = group
         now = self.broker.now_ms()
-        if sp.HasField("delivery_timestamp"):
+        if "delivery_timestamp" in present:
             at = ms_of(sp.delivery_timestamp)
             if at - now > MAX_DELAY_MS:
                 raise Reject(C.ILLEGAL_DELIVERY_TIME, "delivery time is more than a day ahead")
@@ -414,26 +427,26 @@ class MessagingService:
         if sp.message_type == pb.TRANSACTION:
             props[PROP_TRANSACTION_PREPARED] = "true"
             props[PROP_PRODUCER_GROUP] = topic
-            if sp.HasField("orphaned_transaction_recovery_duration"):
+            if "orphaned_transaction_recovery_duration" in present:
                 secs = ms_of(sp.orphaned_transaction_recovery_duration) // 1000
                 if secs > 3600:
                     raise Reject(C.BAD_REQUEST, "orphaned transaction recovery duration exceeds 1 hour")
                 props[PROP_IMMUNITY] = str(max(0, secs))
-        if sp.HasField("trace_context") and sp.trace_context:
+        if "trace_context" in present and sp.trace_context:
             props[PROP_TRACE] = sp.trace_context
         if sp.body_encoding == pb.GZIP:
             sys_flag |= SYSFLAG_COMPRESSED
-        born_host = sp.born_host or call.peer
+        qid = sp.queue_id
         return Message(
             topic=topic,
-            body=bytes(m.body),
-            queue_id=sp.queue_id if sp.queue_id >= 0 else -1,
+            body=body,
+            queue_id=qid if qid >= 0 else -1,
             tags=tags,
             keys=keys,
             properties=props,
             sys_flag=sys_flag,
-            born_timestamp=ms_of(sp.born_timestamp) if sp.HasField("born_timestamp") else now,
-            born_host=born_host,
+            born_timestamp=ms_of(sp.born_timestamp) if "born_timestamp" in present else now,
+            born_host=sp.born_host or call.peer,
         )
 
     # -- messages out --------------------------------------------------------------------------
