@@ -25,6 +25,8 @@ Public API (reached through :class:`~rocketlite.core.broker.Broker`)
   a delivery attempt (the next redelivery does).
 * ``await broker.pop_to_dlq(group, topic, handle) -> SendResult``: move the message to
   ``%DLQ%<group>`` and treat it as acked (gRPC ForwardMessageToDeadLetterQueue).
+* ``await broker.pops.release_client(client_id, visible_in_ms=0) -> int``: what that client
+  holds (popped with ``client_id=``) becomes visible again soon (client gone, NotifyClientTermination).
 * ``parse_handle(handle) -> ReceiptHandle(retry, queue_id, offset, nonce)`` (ValueError if malformed);
   ``ReceiptHandle.nonce_int`` is the nonce as a number < 2**60 and
   ``make_handle(retry, queue_id, offset, nonce_or_int)`` rebuilds the handle, so a protocol whose
@@ -142,6 +144,7 @@ class PopEntry:
     attempts: int = 0  # deliveries so far
     deadline: int = 0  # invisible until (0: never delivered, waiting)
     nonce: str = ""
+    client_id: str = ""  # who holds it now (memory only: for release_client)
 
     @property
     def pos(self) -> tuple[bool, int, int]:
@@ -307,7 +310,7 @@ class Pops:
             await st.mutex.acquire()
             try:
                 got = await self._pop_once(st, gc.max_reconsume_times + 1, max_count, invisible_ms, queue_id, filter,
-                                           fifo, init_mode)
+                                           fifo, init_mode, client_id)
             finally:
                 st.mutex.release()
             now = b.now_ms()
@@ -321,7 +324,7 @@ class Pops:
 
     async def _pop_once(
         self, st: PopState, max_attempts: int, max_count: int, invisible_ms: int, queue_id: int | None,
-        filter: Filter, fifo: bool, init_mode: str,
+        filter: Filter, fifo: bool, init_mode: str, client_id: str = "",
     ) -> list[tuple[Message, str]]:
         b = self.broker
         store = b.store
@@ -432,6 +435,7 @@ class Pops:
             e.attempts += 1
             e.nonce = new_nonce()
             e.deadline = now + invisible_ms
+            e.client_id = client_id
             batch.puts.append((T_POP, st.key(e), e.record()))
             self._track(st, e)
             m = msgs[e.pos]  # a fresh copy from the store: ours to change
@@ -554,6 +558,29 @@ class Pops:
         if invisible_ms <= 0:
             self._wake_state(st)
         return e.handle()
+
+    async def release_client(self, client_id: str, visible_in_ms: int = 0) -> int:
+        """Make what ``client_id`` holds visible again within ``visible_in_ms`` (a client went away);
+        its handles stay valid until the message is handed out again. Returns how many."""
+        if not client_id:
+            return 0
+        now = self.broker.now_ms()
+        batch = WriteBatch()
+        touched: list[PopState] = []
+        for st, e in list(self._by_nonce.values()):
+            if e.client_id != client_id or e.deadline <= now + visible_in_ms:
+                continue
+            e.deadline = now + max(0, visible_in_ms)
+            e.client_id = ""
+            heapq.heappush(self._heap, (e.deadline, e.nonce))
+            batch.puts.append((T_POP, st.key(e), e.record()))
+            touched.append(st)
+        if batch.puts:
+            self._wake.set()
+            await self.broker.write(batch)
+            for st in touched:
+                self._wake_state(st)
+        return len(batch.puts)
 
     async def to_dlq(self, group: str, topic: str, handle: str) -> SendResult:
         st, e = self._lookup(group, topic, handle)

@@ -537,3 +537,15 @@ async def test_pop_with_sql92_filter(autojump_clock: trio.testing.MockClock) -> 
         got = await b.pop("G", "T", 10, 10_000, filter=flt)
         assert sorted(m.properties["n"] for m, _ in got) == ["3", "5"]
         assert await b.pop("G", "T", 10, 10_000, filter=flt) == []
+
+
+async def test_release_client(autojump_clock: trio.testing.MockClock) -> None:
+    async with running() as b:
+        await b.send([Message("T", b"a"), Message("T", b"b")])
+        got = await b.pop("G", "T", 1, 300_000, client_id="c1")
+        await b.pop("G", "T", 1, 300_000, client_id="c2")
+        assert await b.pops.release_client("c1", 1000) == 1
+        assert await b.pop("G", "T", 5, 10_000) == []
+        await trio.sleep(1.1)
+        again = await b.pop("G", "T", 5, 10_000, client_id="c3")
+        assert [(m.body, m.reconsume_times) for m, _ in again] == [(got[0][0].body, 1)]
