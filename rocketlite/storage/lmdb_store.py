@@ -26,12 +26,14 @@ lead the next group. So there is no background writer task, concurrent writers s
 transaction (and with ``flush="sync"`` one fsync), and a lone writer commits at once.
 
 Offsets are assigned inside the transaction, in queue order, so they are dense and in commit order.
-Counters are published only after the commit returned, so a reader never sees an offset whose data
-is not committed. The commit runs in a shielded scope: a caller cancelled after its batch was taken
-never leaves it half-applied (the group commits or fails as a whole; the caller just does not hear
-about it); a caller cancelled while still queued is removed from the queue and nothing of it is
-written. Each batch is encoded before the transaction starts, so one batch that cannot be encoded
-fails alone instead of failing its whole group.
+Offsets are assigned and records encoded when a batch is queued (on the Trio thread: pure CPU),
+so the writer thread only talks to LMDB. Counters are published only after the commit returned, so
+a reader never sees an offset whose data is not committed. The commit runs in a shielded scope: a
+caller cancelled after the writer took its batch waits for the outcome and gets its result (the
+cancellation surfaces at its next checkpoint), so a committed batch is never reported as lost; a
+caller cancelled while still queued withdraws its batch (nothing of it is written) and the batches
+queued behind it are renumbered, as they are after a failed group: offsets never have holes. A
+batch that cannot be encoded fails alone, before it is queued.
 
 Flush modes: ``sync`` opens LMDB with ``sync=True`` (each commit is fdatasync'ed before it returns,
 so one fsync per group); ``async`` opens it with ``sync=False`` and a system task syncs
@@ -91,7 +93,7 @@ _QUEUED, _PROMOTED, _TAKEN, _DONE = 0, 1, 2, 3
 
 
 class _Op:
-    __slots__ = ("kind", "batch", "args", "result", "error", "state", "event", "prepared")
+    __slots__ = ("kind", "batch", "args", "result", "error", "state", "task", "prepared")
 
     def __init__(self, kind: int, batch: WriteBatch | None = None, args: tuple[Any, ...] = ()) -> None:
         self.kind = kind
@@ -100,7 +102,7 @@ class _Op:
         self.result: Any = None
         self.error: BaseException | None = None
         self.state = _QUEUED
-        self.event = trio.Event()
+        self.task: Any = None  # the caller's task while it is parked, else None
         self.prepared: _Prepared | None = None
 
 
@@ -384,16 +386,34 @@ class LmdbStore:
                     raise
                 await self._lead()  # takes the whole queue, this op included
                 continue
-            if op.event.is_set():  # promoted, but another caller took the group first
-                op.event = trio.Event()
-            try:
-                await op.event.wait()
-            except BaseException:
-                if op.state in (_QUEUED, _PROMOTED):
-                    self._withdraw(op)
-                raise
+            await self._park(op)  # until promoted to lead, or done
         if op.error is not None:
             raise op.error
+
+    async def _park(self, op: _Op) -> None:
+        """Sleep until :meth:`_wake` (a bare park/reschedule: cheaper than an Event per write).
+
+        Cancelled while still queued, the op is withdrawn (nothing of it is written). Once the
+        writer took it, cancellation waits for the outcome: the caller is woken with its result
+        and sees the cancellation at its next checkpoint, so a committed batch is never reported
+        as lost."""
+        op.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> Any:
+            if op.state in (_QUEUED, _PROMOTED):
+                op.task = None
+                self._withdraw(op)
+                return trio.lowlevel.Abort.SUCCEEDED
+            return trio.lowlevel.Abort.FAILED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    @staticmethod
+    def _wake(op: _Op) -> None:
+        task = op.task
+        if task is not None:
+            op.task = None
+            trio.lowlevel.reschedule(task)
 
     def _withdraw(self, op: _Op) -> None:
         """Take a cancelled caller's op out of the queue before LMDB saw it: nothing of it is
@@ -423,7 +443,7 @@ class LmdbStore:
                     self._queue.remove(op)
                     op.error = exc
                     op.state = _DONE
-                    op.event.set()
+                    self._wake(op)
 
     def _reset_pending_to_empty(self) -> None:
         self._p_next = 0
@@ -517,7 +537,7 @@ class LmdbStore:
             first = self._queue[0]
             if first.state == _QUEUED:
                 first.state = _PROMOTED
-                first.event.set()
+                self._wake(first)
 
     async def _lead(self) -> None:
         self._leading = True
@@ -546,7 +566,7 @@ class LmdbStore:
                 self._replan()
             for op in group:
                 op.state = _DONE
-                op.event.set()
+                self._wake(op)
             self._leading = False
             if self._queue:
                 self._promote()
