@@ -167,3 +167,27 @@ async def test_large_messages_respect_flow_control(nursery: trio.Nursery) -> Non
             return list(ch.unary_stream("/x/Big")(big, timeout=30))
 
     assert await in_thread(run) == [big, big, big]
+
+
+async def test_self_signed_tls_made_on_first_tls_connection(nursery: trio.Nursery) -> None:
+    import ssl
+
+    from rocketlite.protocols.grpc.tls import server_ssl_context
+
+    server = GrpcServer({}, ssl_context_factory=server_ssl_context)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(trio.serve_listeners, server.handle, listeners)
+    assert server.ssl_context is None
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=ctx)
+    await stream.do_handshake()
+    assert stream.selected_alpn_protocol() == "h2"
+    await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    data = await stream.receive_some(4096)
+    assert data[3] == 0x04  # the server's SETTINGS frame
+    await stream.aclose()
+    assert server.ssl_context is not None

@@ -330,9 +330,13 @@ class GrpcServer:
         ssl_context: Any = None,
         config: GrpcConnectionConfig | None = None,
         handshake_timeout: float = 10.0,
+        ssl_context_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.handlers = handlers
         self.ssl_context = ssl_context
+        # made on the first TLS connection (a self-signed certificate costs ~1 s of startup)
+        self.ssl_context_factory = ssl_context_factory
+        self._ssl_lock = trio.Lock()
         self.config = config or GrpcConnectionConfig()
         self.handshake_timeout = handshake_timeout
         self.connections = 0
@@ -353,7 +357,11 @@ class GrpcServer:
             if sniff.cancelled_caught or not first:
                 await stream.aclose()
                 return
-            if first[0] == 0x16 and self.ssl_context is not None:
+            if first[0] == 0x16 and (self.ssl_context is not None or self.ssl_context_factory is not None):
+                if self.ssl_context is None:
+                    async with self._ssl_lock:
+                        if self.ssl_context is None:
+                            self.ssl_context = await trio.to_thread.run_sync(self.ssl_context_factory)  # type: ignore[arg-type]
                 tls = trio.SSLStream(PrefixedStream(stream, first), self.ssl_context, server_side=True)
                 with trio.move_on_after(self.handshake_timeout) as hs:
                     await tls.do_handshake()
@@ -400,8 +408,13 @@ class GrpcFrontEnd:
         host = settings.host
         port = int(sec.get("port", 8081))
         ssl_ctx = None
+        ssl_factory = None
         if bool(sec.get("tls", True)):
-            ssl_ctx = server_ssl_context(str(sec.get("tls_cert_file", "") or ""), str(sec.get("tls_key_file", "") or ""))
+            cert_file = str(sec.get("tls_cert_file", "") or "")
+            if cert_file:  # load now: a bad path should fail at startup
+                ssl_ctx = server_ssl_context(cert_file, str(sec.get("tls_key_file", "") or ""))
+            else:
+                ssl_factory = server_ssl_context
         config = GrpcConnectionConfig(
             max_concurrent_streams=int(sec.get("max_concurrent_streams", 1000)),
             max_message=int(sec.get("max_message_size", 130 * 1024 * 1024)),
