@@ -30,6 +30,11 @@ def test_fifo_order_per_message_group(rocketlite_process: RocketliteProcess, tmp
     assert got["held_back"] and all(v == list(range(5)) for v in got["order"].values())
 
 
+def test_fifo_order_with_push_consumer(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
+    ev = run_scenario("node", rocketlite_process, "fifo_push", "NodeFifoPush", "node-fifo-push", "5", home=tmp_path)
+    assert all(v == list(range(5)) for v in event(ev, "received")["order"].values())
+
+
 def test_delayed_message_not_delivered_early_and_recall(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
     ev = run_scenario("node", rocketlite_process, "delay", "NodeDelay", "node-delay", "2", home=tmp_path)
     got = event(ev, "received")

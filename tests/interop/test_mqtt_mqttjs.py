@@ -15,8 +15,9 @@ pytestmark = pytest.mark.interop
 
 @pytest.mark.parametrize("transport", ["tcp", "ws"])
 @pytest.mark.parametrize("version", [4, 5])
-@pytest.mark.parametrize("name", ["roundtrip", "retained", "will", "persist", "wildcards", "shared"])
-def test_mqttjs(mqtt_server, transport, version, name):  # noqa: F811
+def test_mqttjs(mqtt_server, transport, version):  # noqa: F811
+    """QoS 0/1/2 round trips, retained, will, persistent session, wildcards, shared (one node process)."""
+    name = "roundtrip,retained,will,persist,wildcards,shared"
     modules = require(INTEROP / "node-mqtt" / "node_modules" / "mqtt", "MQTT.js (npm mqtt)").parent
     node = require("node", "node")
     if transport == "tcp":

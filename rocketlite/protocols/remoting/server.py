@@ -32,6 +32,7 @@ from rocketlite.protocols.remoting.codec import (
 )
 from rocketlite.protocols.remoting.handlers import Advertised, ConnState, RemotingService
 from rocketlite.security.acl import get_acl
+from rocketlite.security.tls import context_for, tls_or_plain
 
 log = logging.getLogger("rocketlite.remoting")
 
@@ -145,6 +146,13 @@ async def _handle_stream(stream: trio.SocketStream, service: RemotingService) ->
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except (OSError, AttributeError):
         pass
+    tls = getattr(service, "tls", None)
+    if tls is not None:  # [remoting] tls: TLS sniffed per connection (rocketlite/security/tls.py)
+        served = await tls_or_plain(stream, tls)
+        if served is None:
+            await stream.aclose()
+            return
+        stream = served  # type: ignore[assignment]
     async with stream:
         async with trio.open_nursery() as nursery:
             conn = Connection(stream, service, nursery)
@@ -245,6 +253,7 @@ class RemotingFrontEnd:
         hold = int(sec.get("pull_hold_max_ms", 20_000) or 20_000)
         self.service = RemotingService(ctx.broker, advertised, pull_hold_max_ms=hold)
         self.service.acl = get_acl(ctx)
+        self.service.tls = context_for(ctx.settings, "remoting")  # type: ignore[attr-defined]
         self.ports = {"nameserver": actual_ns, "broker": actual_broker,
                       "vip": vip_l.socket.getsockname()[1] if vip_l else 0}
         ctx.services["remoting"] = self

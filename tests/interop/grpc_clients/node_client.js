@@ -130,6 +130,30 @@ const scenarios = {
     assert(heldBack, 'held back');
   },
 
+  async fifo_push(endpoints, topic, group, perGroup = '5') {
+    perGroup = Number(perGroup);
+    const groups = ['pa', 'pb', 'pc'];
+    const p = await startProducer(endpoints, topic);
+    for (let i = 0; i < perGroup; i++) {
+      for (const g of groups) await p.send({ topic, messageGroup: g, body: Buffer.from(g + '-' + i) });
+    }
+    const got = [];
+    const c = new PushConsumer({
+      endpoints, namespace: '', consumerGroup: group, subscriptions: new Map([[topic, '*']]), logger: silent,
+      messageListener: { async consume(m) { got.push(m.body.toString()); return ConsumeResult.SUCCESS; } },
+    });
+    await c.startup();
+    await waitFor(() => got.length >= perGroup * groups.length, 15000);
+    const order = Object.fromEntries(groups.map(g => [g, []]));
+    for (const b of got) {
+      const [g, i] = b.split('-');
+      order[g].push(Number(i));
+    }
+    out({ event: 'received', order });
+    await p.shutdown();
+    for (const g of groups) assert(JSON.stringify(order[g]) === JSON.stringify([...Array(perGroup).keys()]), 'order ' + g);
+  },
+
   async delay(endpoints, topic, group, seconds = '3') {
     const ms = Number(seconds) * 1000;
     const p = await startProducer(endpoints, topic);

@@ -141,6 +141,27 @@ def fifo(endpoint, topic, group, per_group="5"):
     assert held_back
 
 
+def fifo_push(endpoint, topic, group, per_group="5"):
+    per_group = int(per_group)
+    groups = ["pa", "pb", "pc"]
+    p = start_producer(endpoint, topic)
+    for i in range(per_group):
+        for g in groups:
+            p.send(new_message(topic, f"{g}-{i}", group=g))
+    listener = Collect()
+    c = PushConsumer(config(endpoint), group, listener, {topic: FilterExpression("*")})
+    c.startup()
+    wait_for(lambda: len(listener.got) >= per_group * len(groups), 15)
+    order = {g: [] for g in groups}
+    for _, body, _, _ in listener.got:
+        g, i = body.split("-")
+        order[g].append(int(i))
+    out(event="received", order=order)
+    c.shutdown()
+    p.shutdown()
+    assert all(order[g] == list(range(per_group)) for g in groups), order
+
+
 def delay(endpoint, topic, group, seconds="3"):
     seconds = float(seconds)
     p = start_producer(endpoint, topic)

@@ -1,5 +1,5 @@
 // MQTT scenarios driven by MQTT.js (npm mqtt), over TCP (mqtt://) or WebSocket (ws://.../mqtt).
-//   node mqttjs_scenarios.js URL VERSION SCENARIO PREFIX
+//   node mqttjs_scenarios.js URL VERSION SCENARIO[,SCENARIO...] PREFIX
 // Prints OK on success; exits non-zero on failure.
 'use strict';
 const path = require('path');
@@ -9,7 +9,7 @@ const [url, versionArg, scenario, prefix] = process.argv.slice(2);
 const version = Number(versionArg);
 const t = (name) => `${prefix}/${name}`;
 const fail = (msg) => { console.error(msg); process.exit(1); };
-setTimeout(() => fail(`timeout in ${scenario}`), 15000).unref();
+setTimeout(() => fail(`timeout in ${scenario}`), 18000).unref();
 
 function connect(id, opts = {}) {
   return new Promise((resolve, reject) => {
@@ -99,4 +99,10 @@ const scenarios = {
   },
 };
 
-scenarios[scenario]().then(() => { console.log('OK'); process.exit(0); }, (e) => fail(e.stack || String(e)));
+(async () => {
+  for (const name of scenario.split(',')) {
+    const started = Date.now();
+    await scenarios[name]();
+    console.log(`${name} ok in ${Date.now() - started} ms`);
+  }
+})().then(() => { console.log('OK'); process.exit(0); }, (e) => fail(e.stack || String(e)));
