@@ -73,27 +73,39 @@ async def broker_address(host: str, port: int, topic: str) -> tuple[str, int, in
     return h, int(p), int(route["queueDatas"][0]["writeQueueNums"])
 
 
-async def produce(host: str, port: int, topic: str, total: int, concurrency: int, size: int) -> Figure:
+async def produce(host: str, port: int, topic: str, total: int, concurrency: int, size: int,
+                  shared: bool = False) -> Figure:
+    """``concurrency`` producers, each one synchronous send at a time; each on its own connection
+    (like separate client processes) or, with ``shared``, all on one (like the threads of one Java
+    client, which share a connection per broker)."""
     body = b"x" * size
     per = [total // concurrency + (1 if i < total % concurrency else 0) for i in range(concurrency)]
     errors: list[str] = []
 
-    async def producer(n: int, i: int) -> None:
+    async def producer(c: RemotingClient, n: int, i: int) -> None:
+        for k in range(n):
+            r = await c.send_message(topic, body, group="bench", queue_id=(i + k) % 4, tags="bench")
+            if r.code != 0:
+                errors.append(f"{r.code} {r.remark}")
+                return
+
+    async def own_connection(n: int, i: int) -> None:
         async with RemotingClient.connect(host, port) as c:
-            for k in range(n):
-                r = await c.send_message(topic, body, group="bench", queue_id=(i + k) % 4, tags="bench")
-                if r.code != 0:
-                    errors.append(f"{r.code} {r.remark}")
-                    return
+            await producer(c, n, i)
 
     t0 = time.perf_counter()
-    async with trio.open_nursery() as nursery:
-        for i, n in enumerate(per):
-            nursery.start_soon(producer, n, i)
+    if shared:
+        async with RemotingClient.connect(host, port) as c, trio.open_nursery() as nursery:
+            for i, n in enumerate(per):
+                nursery.start_soon(producer, c, n, i)
+    else:
+        async with trio.open_nursery() as nursery:
+            for i, n in enumerate(per):
+                nursery.start_soon(own_connection, n, i)
     dt = time.perf_counter() - t0
     if errors:
         raise RuntimeError(f"send failed: {errors[0]}")
-    return Figure("produce", concurrency, total, dt)
+    return Figure("produce (one connection)" if shared and concurrency > 1 else "produce", concurrency, total, dt)
 
 
 async def consume(host: str, port: int, topic: str, queues: int, total: int) -> Figure:
@@ -186,6 +198,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 topic = f"bench_{conc}"
                 figures.append(await produce(bhost, bport, topic, args.messages, conc, args.size))
                 figures.append(await consume(bhost, bport, topic, queues, args.messages))
+                if conc > 1 and args.shared:
+                    figures.append(await produce(bhost, bport, topic + "_shared", args.messages, conc, args.size,
+                                                 shared=True))
         finally:
             proc.terminate()
             try:
@@ -217,6 +232,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--flush", choices=["async", "sync"], default="async")
+    p.add_argument("--no-shared", dest="shared", action="store_false",
+                   help="skip the variant with all producers on one connection")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p.parse_args(argv)
 

@@ -33,7 +33,8 @@ class RemotingClient:
         self.serialize = serialize
         self._opaque = itertools.count(1)
         self._waiting: dict[int, tuple[trio.Event, list[RemotingCommand]]] = {}
-        self._send_lock = trio.Lock()
+        self._out: list[bytes] = []
+        self._flushing = False
         self.incoming_send, self.incoming = trio.open_memory_channel[RemotingCommand](1000)
         self.closed = trio.Event()
         self._nursery: trio.Nursery | None = None
@@ -70,8 +71,18 @@ class RemotingClient:
                 ev.set()
 
     async def send(self, cmd: RemotingCommand) -> None:
-        async with self._send_lock:
-            await self.stream.send_all(encode_command(cmd))
+        """Queue a frame; concurrent senders' frames go out together in one write."""
+        self._out.append(encode_command(cmd))
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._out:
+                chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                self._out.clear()
+                await self.stream.send_all(chunk)
+        finally:
+            self._flushing = False
 
     def command(self, code: int, ext: dict[str, Any] | None = None, body: bytes = b"", *, oneway: bool = False,
                 **fields: Any) -> RemotingCommand:

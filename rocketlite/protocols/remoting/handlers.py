@@ -836,15 +836,13 @@ class RemotingService:
     # -- POP (5.x remoting) --------------------------------------------------------------------
     # The POP_CK "extraInfo" a client echoes in ACK / CHANGE_INVISIBLETIME is
     #   "<ck> <popTime> <invisibleTime> <reviveQid> <topicKind> <brokerName> <queueId> <queueOffset>".
-    # We carry the core's receipt handle in it without server state: ck = the handle's 64-bit
-    # nonce as a signed decimal, reviveQid = 1 when the message came from the retry queue, and
+    # We carry the core's receipt handle in it without server state: ck = the handle's 60-bit
+    # nonce as a decimal, reviveQid = 1 when the message came from the retry queue, and
     # topicKind = 0 (records carry the subscribed topic). A Java client rebuilds extraInfo itself
     # after CHANGE_INVISIBLETIME (ck = queue offset), so handles issued by a change are remembered.
     def _extra_info(self, handle: str, pop_time: int, invisible: int) -> str:
         h = parse_handle(handle)
-        ck = int(h.nonce, 16) if all(c in "0123456789abcdef" for c in h.nonce) and len(h.nonce) <= 16 else 0
-        if ck >= 2**63:
-            ck -= 2**64
+        ck = int(h.nonce, 16) if all(c in "0123456789abcdef" for c in h.nonce) and len(h.nonce) <= 15 else 0
         return (f"{ck} {pop_time} {invisible} {1 if h.retry else 0} 0 {self.broker.settings.broker_name} "
                 f"{h.queue_id} {h.offset}")
 
@@ -857,10 +855,11 @@ class RemotingService:
         off = int(parts[7]) if offset is None else offset
         changed = self._changed_handles.get((group, topic, retry, qid, off))
         if changed is not None:
-            h = parse_handle(changed)
-            if ck == off or f"{ck & 0xFFFFFFFFFFFFFFFF:016x}" == h.nonce:
+            if ck == off or (ck >= 0 and make_handle(retry, qid, off, ck) == changed):
                 return changed
-        return make_handle(retry, qid, off, f"{ck & 0xFFFFFFFFFFFFFFFF:016x}")
+        if ck < 0:
+            raise InvalidReceipt("receipt handle expired, superseded or already acknowledged")
+        return make_handle(retry, qid, off, ck)
 
     async def pop_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
         e = Ext(cmd.ext)

@@ -56,20 +56,31 @@ class Connection:
             self.peer = f"{host}:{port}"
         except OSError:
             pass
-        self._send_lock = trio.Lock()
+        self._out: list[bytes] = []
+        self._flushing = False
         self._limit = trio.CapacityLimiter(MAX_INFLIGHT)
         self._pending: dict[int, tuple[trio.Event, list[RemotingCommand]]] = {}
         self.closed = False
 
     async def send(self, cmd: RemotingCommand) -> None:
-        data = encode_command(cmd)
-        async with self._send_lock:
-            if self.closed:
-                return
-            try:
-                await self.stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.closed = True
+        """Queue a frame; the first sender flushes everything queued meanwhile in one write,
+        so responses that finish together share a system call."""
+        if self.closed:
+            return
+        self._out.append(encode_command(cmd))
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._out and not self.closed:
+                chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                self._out.clear()
+                try:
+                    await self.stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self.closed = True
+        finally:
+            self._flushing = False
 
     def send_soon(self, cmd: RemotingCommand) -> None:
         """Queue a broker-initiated request (oneway) without waiting."""
