@@ -122,6 +122,15 @@ class HttpFrontEnd:
         config.keep_alive_timeout = 75
         config.graceful_timeout = 1
         config.websocket_max_message_size = 16 * 1024 * 1024
+        tls_tmp = None
+        if s.get("http", "tls", False):  # [http] tls: HTTPS and WSS on this port (rocketlite/security/tls.py)
+            from rocketlite.security.tls import self_signed_files
+
+            cert = str(s.get("security", "tls_cert_file", "") or "")
+            key = str(s.get("security", "tls_key_file", "") or "")
+            if not cert:
+                cert, key, tls_tmp = self_signed_files()
+            config.certfile, config.keyfile = cert, key or None
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(serve, build_asgi(ctx), config)  # type: ignore[arg-type]
@@ -132,3 +141,5 @@ class HttpFrontEnd:
                 sock.close()
             except OSError:
                 pass
+            if tls_tmp is not None:
+                tls_tmp.cleanup()

@@ -24,6 +24,7 @@ from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.manager import MqttManager, MqttSettings
 from rocketlite.protocols.mqtt.session import Session, SessionError
 from rocketlite.security.acl import get_acl
+from rocketlite.security.tls import context_for, tls_or_plain
 
 log = logging.getLogger("rocketlite.mqtt")
 
@@ -315,6 +316,10 @@ class MqttFrontEnd:
         port = int(sec.get("port", 1883))
         listeners = await trio.open_tcp_listeners(port, host=host or None)
         bound = listeners[0].socket.getsockname()[1]
+        manager.tls = context_for(ctx.settings, "mqtt")  # type: ignore[attr-defined]
+        tls_port = int(sec.get("tls_port", 0) or 0)
+        if manager.tls is not None and tls_port:  # the conventional MQTT-over-TLS port (8883), too
+            listeners += await trio.open_tcp_listeners(tls_port, host=host or None)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._housekeeping, manager)
             task_status.started((host, bound))
@@ -338,6 +343,13 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+    tls = getattr(manager, "tls", None)
+    if tls is not None:  # [mqtt] tls: TLS sniffed per connection (rocketlite/security/tls.py)
+        served = await tls_or_plain(stream, tls)
+        if served is None:
+            await stream.aclose()
+            return
+        stream = served  # type: ignore[assignment]
     try:
         peer = "%s:%s" % stream.socket.getpeername()[:2]
     except OSError:
