@@ -155,8 +155,16 @@ class Connection:
 async def _handle_stream(stream: trio.SocketStream, service: RemotingService) -> None:
     try:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # notice peers that vanished
     except (OSError, AttributeError):
         pass
+    try:
+        await _serve_stream(stream, service)
+    except Exception:  # one connection's failure must never take the listener down
+        log.exception("remoting: connection failed")
+
+
+async def _serve_stream(stream: trio.SocketStream, service: RemotingService) -> None:
     tls = getattr(service, "tls", None)
     if tls is not None:  # [remoting] tls: TLS sniffed per connection (rocketlite/security/tls.py)
         served = await tls_or_plain(stream, tls)
