@@ -426,8 +426,8 @@ class LmdbStore:
             self._replan_needed = True  # after the group in flight, whose outcome counts
         else:
             self._replan()
-        if op.state == _PROMOTED:
-            self._promote()
+        # whoever was to lead next (this op, promoted or about to lead) is gone: hand on
+        self._promote()
 
     def _replan(self) -> None:
         """Assign offsets again to everything queued, from the committed state (after a failed
