@@ -209,3 +209,51 @@ async def test_shutdown_sends_goaway(server: tuple[int, Broker, trio.CancelScope
             events += c.receive_data(data)
     assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 0 for e in events)
     await stream.aclose()
+
+
+class FakeCall:
+    """Just enough of server.Call for calling the service directly (no sockets)."""
+
+    def __init__(self, client_id: str = "push@1") -> None:
+        self.client_id = client_id
+        self.peer = "127.0.0.1:1"
+        self.timeout = None
+        self.reset = False
+        self.finished = False
+        self.sent: list[bytes] = []
+
+    async def send(self, payload: bytes) -> None:
+        self.sent.append(payload)
+
+
+async def test_auto_renew_keeps_a_push_consumers_message_invisible(autojump_clock: Any) -> None:
+    from rocketlite.core.message import Message
+    from rocketlite.protocols.grpc.service import GrpcClient, MessagingService
+
+    async with trio.open_nursery() as nursery:
+        broker = Broker(MemoryStore(), TrioRuntime(nursery), BrokerSettings())
+        await broker.start()
+        for service in broker.services:
+            nursery.start_soon(service)
+        svc = MessagingService(broker, Settings())
+        await nursery.start(svc.run)
+        call = FakeCall()
+        svc.clients["push@1"] = GrpcClient("push@1", telemetry=call)  # type: ignore[arg-type]
+        await broker.send([Message("renewT", b"slow")])
+        req = pb.ReceiveMessageRequest(batch_size=32, auto_renew=True)
+        req.group.name = "gR"
+        req.message_queue.topic.name = "renewT"
+        req.message_queue.id = -1
+        req.long_polling_timeout.seconds = 1
+        await svc.receive_message(req, call)  # type: ignore[arg-type]
+        handle = pb.ReceiveMessageResponse.FromString(call.sent[1]).message.system_properties.receipt_handle
+        await trio.sleep(150)  # well past the 60 s invisibility: renewed twice meanwhile
+        other = FakeCall("other@1")
+        await svc.receive_message(req, other)  # type: ignore[arg-type]
+        assert pb.ReceiveMessageResponse.FromString(other.sent[0]).status.code == pb.MESSAGE_NOT_FOUND
+        ack = pb.AckMessageRequest()
+        ack.group.name, ack.topic.name = "gR", "renewT"
+        ack.entries.add(receipt_handle=handle)  # the first handle still works
+        assert (await svc.ack_message(ack, call)).status.code == pb.OK  # type: ignore[arg-type]
+        assert not svc.renewals
+        nursery.cancel_scope.cancel()

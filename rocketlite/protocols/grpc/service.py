@@ -134,6 +134,18 @@ class GrpcClient:
         return True
 
 
+@dataclass
+class _Renewal:
+    """A message handed to an auto-renew (push) consumer: its invisibility is extended for it."""
+
+    group: str
+    topic: str
+    handle: str  # the latest handle; the client keeps using the first one
+    deadline_ms: int
+    started_ms: int
+    client_id: str
+
+
 class MessagingService:
     def __init__(self, broker: Broker, settings: Any = None) -> None:
         self.broker = broker
@@ -144,6 +156,10 @@ class MessagingService:
         self.min_long_poll_ms = 0
         self._checker_installed = False
         self._nursery: trio.Nursery | None = None
+        # auto-renew: original receipt handle -> renewal state (RocketMQ's proxy does the same)
+        self.renewals: dict[str, _Renewal] = {}
+        self.renew_ahead_ms = int(sec.get("renew_ahead_ms", 10_000))
+        self.renew_max_ms = int(sec.get("renew_max_ms", 3 * 3600 * 1000))
 
     # -- plumbing ------------------------------------------------------------------------------
     def handlers(self) -> dict[str, Callable[[Call], Awaitable[None]]]:
@@ -195,7 +211,31 @@ class MessagingService:
                 add("grpc", self._check_transaction)
                 self._checker_installed = True
             task_status.started()
-            await trio.sleep_forever()
+            while True:
+                await trio.sleep(1.0)
+                await self.renew_due()
+
+    async def renew_due(self) -> None:
+        """Extend the invisibility of auto-renewed messages whose deadline is near."""
+        now = self.broker.now_ms()
+        for original, r in list(self.renewals.items()):
+            if r.deadline_ms - now > self.renew_ahead_ms:
+                continue
+            c = self.clients.get(r.client_id)
+            alive = c is not None and c.telemetry is not None
+            if not alive or now - r.started_ms > self.renew_max_ms:
+                self.renewals.pop(original, None)  # let it become visible again
+                continue
+            try:
+                r.handle = await self.broker.change_invisible(r.group, r.topic, r.handle, AUTO_RENEW_INVISIBLE_MS)
+                r.deadline_ms = now + AUTO_RENEW_INVISIBLE_MS
+            except Exception as exc:  # acked meanwhile, or gone: stop renewing
+                log.debug("renewing %s failed: %s", original, exc)
+                self.renewals.pop(original, None)
+
+    def _current_handle(self, handle: str) -> str:
+        r = self.renewals.get(handle)
+        return r.handle if r is not None else handle
 
     def client(self, call: Call) -> GrpcClient:
         cid = call.client_id
@@ -574,7 +614,10 @@ class MessagingService:
             )
         else:
             await call.send(pb.ReceiveMessageResponse(status=status()).SerializeToString())
+            now = self.broker.now_ms()
             for msg, handle, attempt in items:
+                if req.auto_renew:
+                    self.renewals[handle] = _Renewal(group, topic, handle, now + invisible_ms, now, call.client_id)
                 m = self.to_pb(msg, receipt_handle=handle, invisible_ms=invisible_ms, attempt=attempt)
                 await call.send(pb.ReceiveMessageResponse(message=m).SerializeToString())
         set_ms(now_pb.delivery_timestamp, self.broker.now_ms())
@@ -585,7 +628,8 @@ class MessagingService:
         codes = []
         for e in req.entries:
             try:
-                await self.broker.ack(req.group.name, req.topic.name, e.receipt_handle)
+                await self.broker.ack(req.group.name, req.topic.name, self._current_handle(e.receipt_handle))
+                self.renewals.pop(e.receipt_handle, None)
                 st = status()
             except Exception as exc:
                 st = error_status(exc)
@@ -608,7 +652,10 @@ class MessagingService:
             ms = ms_of(req.invisible_duration)
             if ms < 0 or ms > MAX_INVISIBLE_MS:
                 raise Reject(C.ILLEGAL_INVISIBLE_TIME, f"invisible duration {ms} ms out of range")
-            handle = await self.broker.change_invisible(req.group.name, req.topic.name, req.receipt_handle, ms)
+            handle = await self.broker.change_invisible(
+                req.group.name, req.topic.name, self._current_handle(req.receipt_handle), ms
+            )
+            self.renewals.pop(req.receipt_handle, None)  # a nack: the client manages it from here
         except Exception as exc:
             return pb.ChangeInvisibleDurationResponse(status=error_status(exc))
         return pb.ChangeInvisibleDurationResponse(status=status(), receipt_handle=str(handle))
@@ -617,7 +664,8 @@ class MessagingService:
         self, req: pb.ForwardMessageToDeadLetterQueueRequest, call: Call
     ) -> pb.ForwardMessageToDeadLetterQueueResponse:
         try:
-            await self.broker.pop_to_dlq(req.group.name, req.topic.name, req.receipt_handle)
+            await self.broker.pop_to_dlq(req.group.name, req.topic.name, self._current_handle(req.receipt_handle))
+            self.renewals.pop(req.receipt_handle, None)
         except Exception as exc:
             return pb.ForwardMessageToDeadLetterQueueResponse(status=error_status(exc))
         return pb.ForwardMessageToDeadLetterQueueResponse(status=status())
