@@ -533,11 +533,17 @@ class LmdbStore:
         op.result = results
 
     def _promote(self) -> None:
-        if not self._leading and self._queue:
+        """Wake the first queued caller to lead the next group (when nobody leads); tell a
+        waiting close() when there is nothing left."""
+        if self._leading:
+            return
+        if self._queue:
             first = self._queue[0]
             if first.state == _QUEUED:
                 first.state = _PROMOTED
                 self._wake(first)
+        elif self._idle is not None:
+            self._idle.set()
 
     async def _lead(self) -> None:
         self._leading = True
@@ -568,10 +574,7 @@ class LmdbStore:
                 op.state = _DONE
                 self._wake(op)
             self._leading = False
-            if self._queue:
-                self._promote()
-            elif self._idle is not None:
-                self._idle.set()
+            self._promote()
 
     # -- the writer (runs in a worker thread, one group at a time) --------------------------------
     def _commit_group(self, group: list[_Op]) -> bool:
