@@ -551,3 +551,16 @@ async def test_one_process_per_data_directory(tmp_path: Path) -> None:
     await a.close()
     await b.open()  # free again once the first one closed
     await b.close()
+
+
+def test_bench_storage_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`rocketlite bench storage` still runs (a benchmark, not a timed test: no figures checked)."""
+    import json
+
+    from rocketlite.bench import storage_main
+
+    assert storage_main(["--duration", "0.05", "--sizes", "100", "--writers", "1,4", "--stores",
+                         "lmdb-async,lmdb-sync,memory", "--broker", "--no-process", "--json", "--dir", str(tmp_path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["appends"]) == 6 + 3
+    assert all(row["count"] > 0 for row in out["appends"])
