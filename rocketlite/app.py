@@ -20,21 +20,25 @@ log = logging.getLogger("rocketlite")
 
 
 def broker_settings(settings: Settings) -> BrokerSettings:
+    """Every key of the [broker] section that names a BrokerSettings field, plus retention from [storage].
+
+    Integer ``*_ms`` limits that are optional in the core (``None`` = no limit) take 0 for "none".
+    """
     b = settings.section("broker")
     st = settings.section("storage")
     hours = float(st.get("retention_hours", 72) or 0)
     max_mb = float(st.get("retention_max_mb", 0) or 0)
-    return BrokerSettings(
-        broker_name=str(b.get("broker_name", "rocketlite")),
-        cluster_name=str(b.get("cluster_name", "DefaultCluster")),
-        auto_create_topics=bool(b.get("auto_create_topics", True)),
-        auto_create_groups=bool(b.get("auto_create_groups", True)),
-        default_queue_count=int(b.get("default_queue_count", 4)),
-        max_message_size=int(b.get("max_message_size", 4 * 1024 * 1024)),
-        max_reconsume_times=int(b.get("max_reconsume_times", 16)),
-        retention_age_ms=int(hours * 3600_000) if hours > 0 else None,
-        retention_bytes=int(max_mb * 1024 * 1024) if max_mb > 0 else None,
-    )
+    fields = BrokerSettings.__dataclass_fields__
+    kwargs: dict[str, Any] = {}
+    for key, value in b.items():
+        if key not in fields:
+            continue
+        if key == "timer_max_delay_ms":
+            value = int(value) or None
+        kwargs[key] = value
+    kwargs["retention_age_ms"] = int(hours * 3600_000) if hours > 0 else None
+    kwargs["retention_bytes"] = int(max_mb * 1024 * 1024) if max_mb > 0 else None
+    return BrokerSettings(**kwargs)
 
 
 def display_host(bound: str, settings: Settings) -> str:

@@ -59,3 +59,14 @@ def test_cli_flags_map_onto_settings() -> None:
     assert s.get("storage", "flush") == "sync"
     assert not s.enabled("mqtt")
     assert s.get("broker", "default_queue_count") == 8
+
+
+def test_broker_section_reaches_broker_settings() -> None:
+    from rocketlite.app import broker_settings
+
+    s = build_settings(environ={"ROCKETLITE_BROKER_TRANSACTION_TIMEOUT_MS": "1500"})
+    b = broker_settings(s)
+    assert b.transaction_timeout_ms == 1500
+    assert b.timer_max_delay_ms is None
+    assert b.max_reconsume_times == 16
+    assert b.retention_age_ms == 72 * 3600_000
