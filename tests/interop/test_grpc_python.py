@@ -50,6 +50,11 @@ def test_fifo_order_with_push_consumer(rocketlite_process: RocketliteProcess, tm
     assert all(v == list(range(5)) for v in event(ev, "received")["order"].values())
 
 
+def test_sql92_filter(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
+    ev = run_scenario("python", rocketlite_process, "sql", "PySql", "py-sql", home=tmp_path)
+    assert event(ev, "received")["bodies"] == ["s-3", "s-5"]
+
+
 def test_delayed_message_not_delivered_early(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:
     ev = run_scenario("python", rocketlite_process, "delay", "PyDelay", "py-delay", "3", home=tmp_path)
     got = event(ev, "received")

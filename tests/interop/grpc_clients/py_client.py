@@ -162,6 +162,24 @@ def fifo_push(endpoint, topic, group, per_group="5"):
     assert all(order[g] == list(range(per_group)) for g in groups), order
 
 
+def sql(endpoint, topic, group):
+    from rocketmq.grpc_protocol import FilterType
+
+    p = start_producer(endpoint, topic)
+    for i in range(6):
+        p.send(new_message(topic, f"s-{i}", tag="even" if i % 2 == 0 else "odd", props={"n": str(i)}))
+    c = SimpleConsumer(config(endpoint), group, {topic: FilterExpression("n > 2 AND TAGS = 'odd'", FilterType.SQL)},
+                       await_duration=2)
+    c.startup()
+    got = receive_until(c, 2, 8)
+    later = receive_until(c, 1, 2)
+    bodies = sorted(m.body.decode() for m in got + later)
+    out(event="received", bodies=bodies)
+    c.shutdown()
+    p.shutdown()
+    assert bodies == ["s-3", "s-5"], bodies
+
+
 def delay(endpoint, topic, group, seconds="3"):
     seconds = float(seconds)
     p = start_producer(endpoint, topic)
