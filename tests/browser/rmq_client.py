@@ -50,7 +50,14 @@ def produce() -> None:
         m.set_tags("created")
         m.set_body(json.dumps({"order": i, "amount": round(9.5 + i, 2), "currency": "EUR"}))
         m.set_property("channel", "web")
-        r = p.send_sync(m)
+        for attempt in range(3):  # a loaded CI machine can miss librocketmq's 3 s send timeout
+            try:
+                r = p.send_sync(m)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
         ids.append(r.msg_id)
     out({"event": "produced", "ids": ids})
 
