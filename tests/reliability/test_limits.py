@@ -204,3 +204,37 @@ def test_stalled_qos0_subscriber_bounds_memory_and_blocks_no_one(tmp_path):
         assert max(latencies) < 10, latencies
         # 40 MB flowed through; the stalled subscriber's buffer is capped (16 MB) so RSS grows far less
         assert peak - base < 120, f"RSS grew from {base:.0f} to {peak:.0f} MB"
+
+
+def test_max_connections_caps_remoting_grpc_and_mqtt_together(tmp_path):
+    with RocketliteProcess(tmp_path / "data", extra_args=["--set", "server.max_connections=3"]) as srv:
+        held = [raw_mqtt(srv, f"cap-{i}") for i in range(2)]
+        g = socket.create_connection(srv.addr("grpc"), timeout=10)  # the third, on another protocol
+        g.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        assert g.recv(9)[3:4] == b"\x04"  # server SETTINGS: the connection is being served
+        extra = socket.create_connection(srv.addr("mqtt"), timeout=10)
+        extra.sendall(_frame(0x10, _mqtt_str("MQTT") + bytes((4, 2)) + struct.pack(">H", 30) + _mqtt_str("cap-x")))
+        try:
+            assert extra.recv(4) == b""  # closed without CONNACK
+        except ConnectionResetError:
+            pass
+        extra.close()
+        r = socket.create_connection(srv.addr("remoting"), timeout=10)
+        try:
+            assert r.recv(4) == b""
+        except ConnectionResetError:
+            pass
+        r.close()
+        held.pop().close()
+        g.close()
+        deadline = time.monotonic() + 10
+        while True:  # once the server noticed the closes, new connections are served again
+            try:
+                assert remoting_send(srv, "CapT", b"x").code == 0
+                break
+            except (ConnectionError, OSError, trio.TooSlowError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        for s in held:
+            s.close()

@@ -44,6 +44,7 @@ from rocketlite.protocols.grpc.codec import (
 )
 from rocketlite.security.acl import get_acl
 from rocketlite.security.grpc_acl import guard_handlers
+from rocketlite.security.limits import get_limiter, limited
 
 log = logging.getLogger(__name__)
 
@@ -428,4 +429,4 @@ class GrpcFrontEnd:
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             task_status.started((host, bound[1]))
-            await trio.serve_listeners(partial(server.handle), listeners)
+            await trio.serve_listeners(limited(partial(server.handle), get_limiter(ctx)), listeners)  # max_connections

@@ -24,6 +24,7 @@ from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.manager import MqttManager, MqttSettings
 from rocketlite.protocols.mqtt.session import Session, SessionError
 from rocketlite.security.acl import get_acl
+from rocketlite.security.limits import get_limiter, limited
 from rocketlite.security.tls import context_for, tls_or_plain
 
 log = logging.getLogger("rocketlite.mqtt")
@@ -323,7 +324,7 @@ class MqttFrontEnd:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._housekeeping, manager)
             task_status.started((host, bound))
-            await trio.serve_listeners(lambda stream: handle_tcp(manager, stream), listeners)
+            await trio.serve_listeners(limited(lambda stream: handle_tcp(manager, stream), get_limiter(ctx)), listeners)
 
     async def _housekeeping(self, manager: MqttManager) -> None:
         last_sys = -math.inf

@@ -32,6 +32,7 @@ from rocketlite.protocols.remoting.codec import (
 )
 from rocketlite.protocols.remoting.handlers import Advertised, ConnState, RemotingService
 from rocketlite.security.acl import get_acl
+from rocketlite.security.limits import get_limiter, limited
 from rocketlite.security.tls import context_for, tls_or_plain
 
 log = logging.getLogger("rocketlite.remoting")
@@ -189,7 +190,7 @@ async def _accept_loop(listener: trio.SocketListener, service: RemotingService, 
                 await trio.sleep(0.1)
                 continue
             raise
-        nursery.start_soon(_handle_stream, stream, service)
+        nursery.start_soon(limited(_handle_stream, getattr(service, "conn_limit", None)), stream, service)
 
 
 def _listener(host: str, port: int) -> trio.SocketListener:
@@ -273,6 +274,7 @@ class RemotingFrontEnd:
         self.service = RemotingService(ctx.broker, advertised, pull_hold_max_ms=hold)
         self.service.acl = get_acl(ctx)
         self.service.tls = context_for(ctx.settings, "remoting")  # type: ignore[attr-defined]
+        self.service.conn_limit = get_limiter(ctx)  # type: ignore[attr-defined]  # server.max_connections
         self.ports = {"nameserver": actual_ns, "broker": actual_broker,
                       "vip": vip_l.socket.getsockname()[1] if vip_l else 0}
         ctx.services["remoting"] = self
