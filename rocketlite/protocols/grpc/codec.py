@@ -381,7 +381,6 @@ class GrpcConnection:
             (S_MAX_CONCURRENT_STREAMS, cfg.max_concurrent_streams),
             (S_INITIAL_WINDOW_SIZE, cfg.initial_window_size),
             (S_MAX_HEADER_LIST_SIZE, cfg.max_header_list_size),
-            (S_ENABLE_PUSH, 0),
             *cfg.extra.items(),
         ]
         self._out += _frame(SETTINGS, 0, 0, b"".join(struct.pack(">HI", k, v) for k, v in settings))
