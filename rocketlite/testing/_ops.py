@@ -205,6 +205,7 @@ async def seed(broker: Broker, spec: Mapping[str, Any] | str | os.PathLike[str])
         bad = set(m) - MESSAGE_KEYS
         if bad:
             raise SeedError(f"seed message #{i}: unknown key(s) {sorted(bad)}; known: {sorted(MESSAGE_KEYS)}")
+        broker.validate_topic_name(str(m["topic"]))
     for name, opts in topics.items():
         await broker.create_topic(name, **opts)
     for name, opts in groups.items():

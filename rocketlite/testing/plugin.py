@@ -121,7 +121,7 @@ def rocketlite_server(pytestconfig: pytest.Config) -> Iterator[Any]:
     """The session's broker: in-process on random ports, or the external one if configured."""
     spec = external_spec(pytestconfig)
     if spec:
-        if os.environ.get("PYTEST_XDIST_WORKER"):
+        if hasattr(pytestconfig, "workerinput"):  # this process is a pytest-xdist worker
             warnings.warn(
                 "several pytest-xdist workers share one external rocketlite: a reset in one worker empties "
                 "the broker under the others' tests. Run external-broker tests with -p no:xdist (or -n 0), "
