@@ -172,6 +172,7 @@ class LmdbStore:
         self._tag_hashes: dict[str, int] = {}
         self._in_flight = False
         self._replan_needed = False
+        self._last_group = 0  # ops in the last group (a lone writer skips the gathering rounds)
         self._epoch = 0  # bumped by clear (in the writer thread): invalidates the tail
         self._env_users = 0  # reads and syncs running in threads
         self._env_closing = False
@@ -378,8 +379,10 @@ class LmdbStore:
                     # (in the same, shuffled, batch as this task's first round), queue their next
                     # batch and ride along in this group (groups about 1.5-2x as large under load,
                     # for one extra hop through the run queue)
-                    await trio.lowlevel.checkpoint()
-                    await trio.lowlevel.checkpoint()
+                    # (skipped for a lone writer: nobody would ride along)
+                    if self._last_group > 1 or len(self._queue) > 1:
+                        await trio.lowlevel.checkpoint()
+                        await trio.lowlevel.checkpoint()
                 except BaseException:
                     self._leading = False
                     self._withdraw(op)
@@ -549,6 +552,7 @@ class LmdbStore:
         self._leading = True
         group = self._queue
         self._queue = []
+        self._last_group = len(group)
         failed = False
         try:
             for op in group:
