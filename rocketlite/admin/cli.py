@@ -189,22 +189,28 @@ def group_topics(c: RemotingClient, args: argparse.Namespace, group: str) -> lis
 def _progress_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-g", "--groupName", help="consumer group (without it: every group)")
     p.add_argument("-t", "--topic", help="only this topic (default: every topic the group has offsets for)")
-    p.add_argument("-s", "--showClientIP", action="store_true", help="accepted for compatibility")
+    p.add_argument("-s", "--showClientIP", action="store_true", help="add the client IP column (N/A here)")
 
 
 @verb("consumerProgress", "Query consumer's progress, speed", _progress_args)
 def consumer_progress(c: RemotingClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.groupName:
         rows = group_rows(c, args.groupName, group_topics(c, args, args.groupName))
-        out.write("%-64s  %-32s  %-4s  %-20s  %-20s  %-20s %-20s  %s\n" % (
-            "#Topic", "#Broker Name", "#QID", "#Broker Offset", "#Consumer Offset", "#Client IP", "#Diff",
-            "#LastTime"))
+        # the column layout of mqadmin 5.x (-s adds the client IP)
+        head = ["#Topic", "#Broker Name", "#QID", "#Broker Offset", "#Consumer Offset"]
+        if args.showClientIP:
+            head.append("#Client IP")
+        out.write("%-64s  %-32s  %-4s  %-20s  %-20s  " % tuple(head[:5])
+                  + ("%-20s " % head[5] if args.showClientIP else "")
+                  + "%-20s %-20s%s\n" % ("#Diff", "#Inflight", "#LastTime"))
         for r in rows:
-            out.write("%-64s  %-32s  %-4d  %-20d  %-20d  %-20s %-20d  %s\n" % (
-                r["topic"], r["broker"], r["qid"], r["broker_offset"], r["consumer_offset"], "N/A", r["diff"],
-                human_time(r["last"])))
+            out.write("%-64s  %-32s  %-4d  %-20d  %-20d  " % (
+                r["topic"], r["broker"], r["qid"], r["broker_offset"], r["consumer_offset"])
+                + ("%-20s " % "N/A" if args.showClientIP else "")
+                + "%-20d %-20d%s\n" % (r["diff"], 0, human_time(r["last"])))
         out.write("\nConsume TPS: %.2f\n" % 0.0)
         out.write("Consume Diff Total: %d\n" % sum(r["diff"] for r in rows))
+        out.write("Consume Inflight Total: %d\n" % 0)
         return 0
     groups: set[str] = set()
     addrs = [addr for _, _, addr in c.brokers()]

@@ -91,7 +91,9 @@ def test_messages_offsets_and_consumer_progress(capsys: pytest.CaptureFixture[st
     code, out = run(capsys, srv, "admin", "consumerProgress", "-g", "adm_g")
     assert "Consume Diff Total: 4" in out
     rows = [r for r in table(out) if r and r[0] == "adm_msgs"]
-    assert sum(int(r[6]) for r in rows) == 4 and {r[2] for r in rows} == {"0", "1"}
+    assert sum(int(r[5]) for r in rows) == 4 and {r[2] for r in rows} == {"0", "1"}
+    code, out = run(capsys, srv, "admin", "consumerProgress", "-g", "adm_g", "-s")
+    assert "#Client IP" in out.splitlines()[0] and "Consume Diff Total: 4" in out
     assert api(srv, "/api/groups/adm_g")["lag"] == 4
     # the rest with the default idle stop, then reset to "now": nothing left
     code, out = run(capsys, srv, "consume", "-t", "adm_msgs", "-g", "adm_g", "--idle", "0.3", "--print", "none")
