@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -39,6 +40,8 @@ from typing import Any, Iterable, Mapping
 PUB, SUB = "PUB", "SUB"
 RETRY_PREFIX = "%RETRY%"
 DLQ_PREFIX = "%DLQ%"
+
+log = logging.getLogger("rocketlite.security")
 
 
 class AuthError(Exception):
@@ -227,6 +230,8 @@ def acl_from_settings(settings: Any) -> Acl | None:
     if ak:  # a single admin account from the config itself
         data.setdefault("accounts", []).append({"access_key": ak, "admin": True,
                                                 "secret_key": str(settings.get("security", "secret_key", ""))})
+    if not settings.get("http", "admin_token", ""):
+        log.warning("security.enabled is true but http.admin_token is empty: the admin API is open")
     if not data.get("accounts") and not data.get("mqtt_users"):
         raise ValueError("security.enabled is true but no accounts: set security.acl_file or security.access_key")
     return load_acl(data)
