@@ -34,6 +34,7 @@ class Figure:
     concurrency: int
     messages: int
     seconds: float
+    server_cpu_s: float = 0.0  # CPU seconds the rocketlite process used (load-independent cost)
 
     @property
     def rate(self) -> float:
@@ -134,6 +135,15 @@ async def consume(host: str, port: int, topic: str, queues: int, total: int) -> 
     return Figure("consume", queues, got[0], time.perf_counter() - t0)
 
 
+def _proc_cpu_s(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def _count_records(body: bytes) -> int:
     n = pos = 0
     while pos + 4 <= len(body):
@@ -194,13 +204,19 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         proc, host, ns_port = start_server(data_dir, args.flush)
         try:
             bhost, bport, queues = await broker_address(host, ns_port, "bench")
+            async def measured(coro: Any) -> None:
+                cpu0 = _proc_cpu_s(proc.pid)
+                f = await coro
+                f.server_cpu_s = _proc_cpu_s(proc.pid) - cpu0
+                figures.append(f)
+
             for conc in args.concurrency:
                 topic = f"bench_{conc}"
-                figures.append(await produce(bhost, bport, topic, args.messages, conc, args.size))
-                figures.append(await consume(bhost, bport, topic, queues, args.messages))
+                await measured(produce(bhost, bport, topic, args.messages, conc, args.size))
+                await measured(consume(bhost, bport, topic, queues, args.messages))
                 if conc > 1 and args.shared:
-                    figures.append(await produce(bhost, bport, topic + "_shared", args.messages, conc, args.size,
-                                                 shared=True))
+                    await measured(produce(bhost, bport, topic + "_shared", args.messages, conc, args.size,
+                                           shared=True))
         finally:
             proc.terminate()
             try:
@@ -215,9 +231,10 @@ async def run(args: argparse.Namespace) -> list[Figure]:
 def report(figures: list[Figure], size: int, flush: str) -> str:
     lines = [f"remoting benchmark: {size} B messages, flush={flush}, {os.cpu_count()} CPUs, "
              f"load average {os.getloadavg()[0]:.2f}",
-             f"{'what':<38} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>10}"]
+             f"{'what':<40} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'server CPU us/msg':>18}"]
     for f in figures:
-        lines.append(f"{f.what:<38} {f.concurrency:>4} {f.messages:>9} {f.seconds:>8.2f} {f.rate:>10.0f}")
+        cpu = f"{f.server_cpu_s / f.messages * 1e6:>18.0f}" if f.server_cpu_s and f.messages else f"{'':>18}"
+        lines.append(f"{f.what:<40} {f.concurrency:>4} {f.messages:>9} {f.seconds:>8.2f} {f.rate:>8.0f} {cpu}")
     stor = {f.concurrency: f.rate for f in figures if f.what.startswith("storage")}
     for f in figures:
         if f.what == "produce" and stor.get(f.concurrency):
