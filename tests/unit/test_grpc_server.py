@@ -191,3 +191,31 @@ async def test_self_signed_tls_made_on_first_tls_connection(nursery: trio.Nurser
     assert data[3] == 0x04  # the server's SETTINGS frame
     await stream.aclose()
     assert server.ssl_context is not None
+
+
+async def test_idle_connection_is_closed_with_goaway(nursery: trio.Nursery, autojump_clock: Any) -> None:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    server = GrpcServer({}, idle_timeout=120.0)
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    nursery.start_soon(trio.serve_listeners, server.handle, listeners)
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    await stream.send_all(c.data_to_send())
+    t0 = trio.current_time()
+    events: list[Any] = []
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            break
+        events += c.receive_data(data)
+        out = c.data_to_send()
+        if out:
+            await stream.send_all(out)
+    assert trio.current_time() - t0 >= 120.0
+    assert any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    await stream.aclose()

@@ -181,6 +181,7 @@ class Http2Connection:
         handlers: dict[str, Handler],
         config: GrpcConnectionConfig,
         peer: str = "",
+        idle_timeout: float = 120.0,
     ) -> None:
         self.stream = stream
         self.handlers = handlers
@@ -191,6 +192,8 @@ class Http2Connection:
         self._window = trio.Event()
         self._closed = False
         self._nursery: trio.Nursery | None = None
+        # a connection with no call in flight for this long is closed (the proxy's 120 s)
+        self.idle_timeout = idle_timeout
 
     def kick(self) -> None:
         self._need_flush.set()
@@ -244,7 +247,14 @@ class Http2Connection:
                         self.kick()
                         if g.closed:
                             break
-                    data = await self.stream.receive_some(256 * 1024)
+                    with trio.move_on_after(self.idle_timeout) as idle:
+                        data = await self.stream.receive_some(256 * 1024)
+                    if idle.cancelled_caught:
+                        if self.calls:
+                            data = b""
+                            continue
+                        log.debug("closing idle grpc connection from %s", self.peer)
+                        break
                     if not data:
                         break
                 nursery.cancel_scope.cancel()
@@ -332,8 +342,10 @@ class GrpcServer:
         config: GrpcConnectionConfig | None = None,
         handshake_timeout: float = 10.0,
         ssl_context_factory: Callable[[], Any] | None = None,
+        idle_timeout: float = 120.0,
     ) -> None:
         self.handlers = handlers
+        self.idle_timeout = idle_timeout
         self.ssl_context = ssl_context
         # made on the first TLS connection (a self-signed certificate costs ~1 s of startup)
         self.ssl_context_factory = ssl_context_factory
@@ -369,9 +381,9 @@ class GrpcServer:
                 if hs.cancelled_caught:
                     await stream.aclose()
                     return
-                await Http2Connection(tls, self.handlers, self.config, peer).run()
+                await Http2Connection(tls, self.handlers, self.config, peer, self.idle_timeout).run()
             else:
-                await Http2Connection(stream, self.handlers, self.config, peer).run(first)
+                await Http2Connection(stream, self.handlers, self.config, peer, self.idle_timeout).run(first)
         except Exception as exc:  # one connection's failure never reaches the listener
             if _only_io_errors(exc):
                 log.debug("grpc connection %s: %s", peer, exc)

@@ -120,6 +120,7 @@ class GrpcClient:
     telemetry: Call | None = None
     send_lock: trio.Lock = field(default_factory=trio.Lock)
     language: int = 0
+    last_seen_ms: int = 0
 
     @property
     def is_producer(self) -> bool:
@@ -211,9 +212,13 @@ class MessagingService:
                 add("grpc", self._check_transaction)
                 self._checker_installed = True
             task_status.started()
+            ticks = 0
             while True:
                 await trio.sleep(1.0)
                 await self.renew_due()
+                ticks += 1
+                if ticks % 60 == 0:
+                    self.expire_clients()
 
     async def renew_due(self) -> None:
         """Extend the invisibility of auto-renewed messages whose deadline is near."""
@@ -242,7 +247,15 @@ class MessagingService:
         c = self.clients.get(cid)
         if c is None:
             c = self.clients[cid] = GrpcClient(cid)
+        c.last_seen_ms = self.broker.now_ms()
         return c
+
+    def expire_clients(self) -> None:
+        """Forget clients that vanished without NotifyClientTermination (no stream, no heartbeat)."""
+        limit = self.broker.now_ms() - self.broker.settings.client_expiry_ms
+        for cid, c in list(self.clients.items()):
+            if c.telemetry is None and c.last_seen_ms < limit:
+                del self.clients[cid]
 
     # -- QueryRoute ----------------------------------------------------------------------------
     async def query_route(self, req: pb.QueryRouteRequest, call: Call) -> pb.QueryRouteResponse:
@@ -280,7 +293,7 @@ class MessagingService:
 
     # -- Heartbeat / Telemetry / termination ---------------------------------------------------
     async def heartbeat(self, req: pb.HeartbeatRequest, call: Call) -> pb.HeartbeatResponse:
-        c = self.client(call)
+        c = self.client(call)  # also refreshes last_seen_ms
         if req.client_type:
             c.client_type = req.client_type
         if req.HasField("group") and req.group.name:
