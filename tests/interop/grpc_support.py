@@ -68,17 +68,10 @@ def run_scenario(
     env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run one scenario to completion; returns its JSON events. Fails with the client's output."""
-    home.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HOME": str(home), **(env or {})}
-    if lang == "python":
-        cmd = [str(venv_python("grpc-python")), str(CLIENTS / "py_client.py")]
-    else:
-        node_dir = node_grpc_dir()
-        env["NODE_PATH"] = str(node_dir / "node_modules")
-        cmd = ["node", str(CLIENTS / "node_client.js")]
-    cmd += [scenario, srv.endpoint("grpc"), *args]
+    cmd, full_env = scenario_command(lang, srv, scenario, *args, home=home)
+    full_env.update(env or {})
     try:
-        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=env, cwd=str(home))
+        proc = subprocess.run(cmd, capture_output=True, timeout=timeout, env=full_env, cwd=str(home))
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"{lang} {scenario} timed out:\n{(exc.stdout or b'').decode()}\n{(exc.stderr or b'').decode()[-4000:]}")
     events = []

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from rocketlite.protocols.grpc.tls import self_signed_pem
 from tests.interop.grpc_support import event, interactive_scenario, run_scenario
 from tests.support.server import RocketliteProcess
 
@@ -17,6 +18,19 @@ def test_producer_and_simple_consumer(rocketlite_process: RocketliteProcess, tmp
     got = event(ev, "received")
     assert sorted(got["bodies"]) == [f"hello-{i}" for i in range(5)]
     assert got["corrupted"] == 0 and all(p.get("n") for p in got["props"])
+
+
+def test_producer_and_simple_consumer_over_tls(tmp_path: Path) -> None:
+    cert, key = self_signed_pem()
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    args = ["--set", f"grpc.tls_cert_file={tmp_path / 'cert.pem'}", "--set", f"grpc.tls_key_file={tmp_path / 'key.pem'}"]
+    with RocketliteProcess(tmp_path / "data", extra_args=args) as srv:
+        ev = run_scenario(
+            "node", srv, "simple", "NodeSimpleTls", "node-simple-tls", "2", home=tmp_path / "home",
+            env={"RL_GRPC_TLS": "1", "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH": str(tmp_path / "cert.pem")},
+        )
+    assert len(event(ev, "received")["ids"]) == 2
 
 
 def test_producer_and_push_consumer(rocketlite_process: RocketliteProcess, tmp_path: Path) -> None:

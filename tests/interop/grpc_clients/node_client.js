@@ -10,6 +10,7 @@ const { Producer, SimpleConsumer, PushConsumer, ConsumeResult } = require('rocke
 
 const COMMIT = 1;
 const ROLLBACK = 2;
+const sslEnabled = process.env.RL_GRPC_TLS === '1';  // trust via GRPC_DEFAULT_SSL_ROOTS_FILE_PATH
 const silent = { info() {}, warn() {}, error() {}, debug() {}, trace() {} };
 
 function out(obj) {
@@ -25,7 +26,7 @@ function assert(cond, what) {
 }
 
 async function startProducer(endpoints, topic, checker) {
-  const p = new Producer({ endpoints, namespace: '', topics: [topic], checker, logger: silent });
+  const p = new Producer({ endpoints, namespace: '', topics: [topic], checker, logger: silent, sslEnabled });
   await p.startup();
   return p;
 }
@@ -33,7 +34,7 @@ async function startProducer(endpoints, topic, checker) {
 async function startSimple(endpoints, topic, group, awaitDuration = 2000) {
   const c = new SimpleConsumer({
     endpoints, namespace: '', consumerGroup: group, subscriptions: new Map([[topic, '*']]), awaitDuration,
-    logger: silent,
+    logger: silent, sslEnabled,
   });
   await c.startup();
   return c;

@@ -76,6 +76,7 @@ def produce(n: int, orderly_keys: int = 0, delay: int = 0) -> None:
         key = f"k{i % orderly_keys}" if orderly_keys else ""
         body = f"{key}:{i}" if orderly_keys else None
         m = message(i, body=body, delay=delay)
+        t_before = int(time.time() * 1000)  # a delay counts from the send, not from its answer
         if orderly_keys:
             if V2:
                 r = p.send_orderly_with_sharding_key(m, key)
@@ -84,7 +85,7 @@ def produce(n: int, orderly_keys: int = 0, delay: int = 0) -> None:
         else:
             r = p.send_sync(m)
         sent.append({"body": body or f"{cfg.get('prefix', 'm')}-{i}", "status": int(r.status), "msgId": r.msg_id,
-                     "t": int(time.time() * 1000)})
+                     "t": t_before})
     out({"event": "produced", "sent": sent})
 
 
