@@ -232,6 +232,7 @@ def test_real_grpc_python_client_authenticates(strict, tmp_path):
     assert not bad["ok"], bad
     forbidden = run_json([py, script, strict.endpoint("grpc"), "AuthAudit", "GID_auth", "app", "app-secret"], env=env)
     assert not forbidden["ok"], forbidden  # may publish to AuthAudit, not subscribe
+    print("grpc wrong secret:", bad["error"][:300], "| no permission:", forbidden["error"][:300])
 
 
 @pytest.mark.interop
@@ -245,7 +246,25 @@ def test_real_mosquitto_clients_authenticate(strict):
     assert ok.returncode == 0, ok.stderr
     bad = subprocess.run([mosq, "-h", host, "-p", str(port), "-u", "sensor", "-P", "nope", "-q", "1",
                           "-t", "sensors/sensor/x", "-m", "1"], capture_output=True, text=True, timeout=20)
+    print("mosquitto_pub wrong password:", bad.stderr.strip())
     assert bad.returncode != 0 and ("not authori" in bad.stderr.lower() or "bad user" in bad.stderr.lower()
                                     or "password" in bad.stderr.lower()), bad.stderr
 
 
+
+
+@pytest.mark.interop
+def test_real_alions_client_authenticates(strict, tmp_path):
+    from tests.support.interop import require
+
+    modules = require(INTEROP / "node" / "remoting" / "node_modules" / "ali-ons", "npm ali-ons 3.12.0").parent
+    node = require("node", "node")
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/local/bin", "ALIONS_MODULES": str(modules)}
+    script = HERE / "auth_clients" / "alions_auth.js"
+    good = run_json([node, script, strict.endpoint("remoting"), "AuthOrders", "app", "app-secret"], env=env)
+    assert good["ok"], good
+    bad = run_json([node, script, strict.endpoint("remoting"), "AuthOrders", "app", "wrong"], env=env)
+    assert not bad["ok"], bad
+    forbidden = run_json([node, script, strict.endpoint("remoting"), "Elsewhere", "app", "app-secret"], env=env)
+    assert not forbidden["ok"], forbidden
+    print("ali-ons wrong secret:", bad["error"], "| no permission:", forbidden["error"])
