@@ -40,8 +40,10 @@ so one fsync per group); ``async`` opens it with ``sync=False`` and a system tas
 ``flush_interval_ms`` after the first unsynced commit, and on close. LMDB stays consistent either
 way (a crash in async mode loses at most the last interval).
 
-Reads run in worker threads too (bounded by a capacity limiter) except when the answer comes from
-the in-memory counters (e.g. a pull at the queue's end, the common long-poll case).
+Reads run in worker threads too (at most 8 at a time) except when the answer is in memory: the
+counters (a pull at the queue's end, the common long-poll case) or the bounded tail of recently
+committed records and index entries (a consumer that keeps up), see :meth:`LmdbStore._remember`.
+One process per data directory (an exclusive ``flock`` on ``rocketlite.lock``).
 """
 
 from __future__ import annotations
