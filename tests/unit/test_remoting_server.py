@@ -49,7 +49,7 @@ class Srv:
 
 
 @asynccontextmanager
-async def serve(**settings: Any) -> AsyncIterator[Srv]:
+async def serve(*, ports: tuple[int, int] = (0, 0), **settings: Any) -> AsyncIterator[Srv]:
     store = MemoryStore()
     await store.open()
     async with trio.open_nursery() as nursery:
@@ -59,8 +59,8 @@ async def serve(**settings: Any) -> AsyncIterator[Srv]:
             nursery.start_soon(svc)
         s = Settings()
         s.set("server", "host", "127.0.0.1")
-        s.set("remoting", "port", 0)
-        s.set("remoting", "broker_port", 0)
+        s.set("remoting", "port", ports[0])
+        s.set("remoting", "broker_port", ports[1])
         fe = RemotingFrontEnd()
         host, port = await nursery.start(fe.serve, FrontEndContext(broker=broker, settings=s))
         yield Srv(broker, fe, host, port)
@@ -437,3 +437,14 @@ def test_fuzz_handlers_always_answer(code: int, ext: dict[str, str], body: bytes
             nursery.cancel_scope.cancel()
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_nameserver_and_broker_roles_can_share_one_port() -> None:
+    with socket.socket() as probe:  # a free port, then the same number for both roles
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    async with serve(ports=(port, port)) as srv, srv.client(port) as c:
+        assert srv.port == srv.broker_port == port
+        route = json.loads((await c.request(105, topic="T")).body)
+        assert route["brokerDatas"][0]["brokerAddrs"]["0"] == f"127.0.0.1:{port}"
+        assert (await c.send_message("T", b"x")).code == 0
