@@ -105,6 +105,10 @@ class App:
                         host, port = await nursery.start(fe.serve, ctx)
                         ctx.addresses[name] = (host, port)
                         self.addresses[name] = (display_host(host, s), port)
+                    if s.data.get("bridges"):  # edge-to-cloud bridges (docs/bridge.md)
+                        from rocketlite.bridge.service import run_bridges
+
+                        await nursery.start(run_bridges, broker, s, ctx.services)
                     ctx.ready = True
                     if self.handle_signals:
                         # receiver installed before READY: a signal right after READY is handled
