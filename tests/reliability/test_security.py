@@ -268,3 +268,20 @@ def test_real_alions_client_authenticates(strict, tmp_path):
     forbidden = run_json([node, script, strict.endpoint("remoting"), "Elsewhere", "app", "app-secret"], env=env)
     assert not forbidden["ok"], forbidden
     print("ali-ons wrong secret:", bad["error"], "| no permission:", forbidden["error"])
+
+
+@pytest.mark.interop
+def test_real_grpc_node_client_authenticates(strict, tmp_path):
+    from tests.interop.grpc_support import node_grpc_dir
+    from tests.support.interop import require
+
+    node = require("node", "node")
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin:/usr/local/bin", "NODE_PATH": str(node_grpc_dir() / "node_modules")}
+    script = HERE / "auth_clients" / "grpc_auth.js"
+    good = run_json([node, script, strict.endpoint("grpc"), "AuthOrders", "app", "app-secret"], env=env)
+    assert good["ok"], good
+    bad = run_json([node, script, strict.endpoint("grpc"), "AuthOrders", "app", "wrong"], env=env)
+    assert not bad["ok"], bad
+    forbidden = run_json([node, script, strict.endpoint("grpc"), "Elsewhere", "app", "app-secret"], env=env)
+    assert not forbidden["ok"], forbidden
+    print("node grpc wrong secret:", bad["error"][:300], "| no permission:", forbidden["error"][:300])
