@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,20 @@ def test_failing_consumer_gets_redelivery_through_retry_topic(kind: str, srv: Ro
     # redelivered copies come from %RETRY%<group>, restored to the original topic by the client
     assert all(g["reconsumeTimes"] == 1 for g in got)
     assert all(g["topic"] == f"T_retry_{kind}" for g in got)
+
+
+def test_max_reconsume_times_sends_to_dlq_alions(srv: RocketliteProcess, tmp_path: Path) -> None:
+    """ali-ons with maxReconsumeTimes 0: the first failure's send-back goes straight to %DLQ%<group>."""
+    from tests.interop.remoting_support import total_messages  # noqa: PLC0415
+
+    run_client("alions", cfg_for(srv, "produce", "dlq", n=3), tmp_path)
+    events = run_client("alions", cfg_for(srv, "dlq", "dlq", n=3, maxReconsumeTimes=0), tmp_path)
+    assert sorted(e["body"] for e in events if e.get("event") == "fail") == ["m-0", "m-1", "m-2"]
+    deadline = time.monotonic() + 10
+    while total_messages(srv, "%DLQ%G_dlq") < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)  # the client's last send-back may still be on its way
+    assert total_messages(srv, "%DLQ%G_dlq") == 3
+    assert total_messages(srv, "%RETRY%G_dlq") == 0
 
 
 @pytest.mark.parametrize("kind", ["cpp044", "cpp21"])

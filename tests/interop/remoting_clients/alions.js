@@ -42,6 +42,7 @@ async function consume(n, opts = {}) {
     httpclient, nameSrv: cfg.nameSrv, consumerGroup: cfg.group, logger: quiet,
     consumeFromWhere: 'CONSUME_FROM_FIRST_OFFSET', persistConsumerOffsetInterval: 500,
     rebalanceInterval: 1000,
+    ...(cfg.maxReconsumeTimes !== undefined ? { maxReconsumeTimes: cfg.maxReconsumeTimes } : {}),
   });
   consumer.on('error', () => {}); // QUERY_CONSUMER_OFFSET "not found" etc. are noise
   const got = [];
@@ -52,8 +53,12 @@ async function consume(n, opts = {}) {
   consumer.subscribe(cfg.topic, expression, async msg => {
     const body = msg.body.toString();
     attempts[body] = (attempts[body] || 0) + 1;
-    if (opts.failFirst && attempts[body] === 1) {
+    if ((opts.failFirst && attempts[body] === 1) || opts.alwaysFail) {
       out({ event: 'fail', body, reconsumeTimes: msg.reconsumeTimes });
+      if (opts.alwaysFail) {
+        got.push({ body, reconsumeTimes: msg.reconsumeTimes, t: Date.now(), queue: msg.queueId, topic: msg.topic });
+        if (got.length >= n) setTimeout(resolve, 300); // let the last send-back go out
+      }
       return Consumer.ACTION_RETRY;
     }
     got.push({ body, reconsumeTimes: msg.reconsumeTimes, t: Date.now(), queue: msg.queueId, topic: msg.topic });
@@ -73,6 +78,7 @@ async function consume(n, opts = {}) {
     case 'produce': await produce(cfg.n); break;
     case 'consume': await consume(cfg.n); break;
     case 'retry': await consume(cfg.n, { failFirst: true }); break;
+    case 'dlq': await consume(cfg.n, { alwaysFail: true }); break;
     case 'delay': await produce(cfg.n, { delayLevel: cfg.delayLevel, deliverAfterMs: cfg.deliverAfterMs }); break;
     default: throw new Error('unknown scenario ' + cfg.scenario);
   }
