@@ -47,7 +47,7 @@ def now_ns() -> int:
 def open_client(port: int, cid: str) -> tuple[socket.socket, C.Decoder]:
     s = socket.create_connection(("127.0.0.1", port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(C.encode(C.Connect(cid, 4, True, 0), 4))
+    s.sendall(C.encode(C.Connect(cid, 4, True, 600), 4))
     dec = C.Decoder(version=4, server=False)
     pkts: list[Any] = []
     while not pkts:
@@ -256,7 +256,7 @@ class Mosquitto(Broker):
     def __enter__(self) -> int:
         port = free_port()
         self.conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-        self.conf.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.conf.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
         self.conf.close()
         self.proc = subprocess.Popen([self.exe, "-c", self.conf.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(port)
