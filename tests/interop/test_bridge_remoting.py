@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import queue
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,8 @@ def wait_for(pred: Any, timeout: float = 15.0, what: str = "condition") -> Any:
         time.sleep(0.05)  # polling interval, not synchronisation
 
 
-def write_config(path: Path, upstream: str, **extra: Any) -> Path:
-    lines = ["[bridges.cloud]", f'upstream = "{upstream}"']
+def write_config(path: Path, upstream: str, *, name: str = "cloud", append: bool = False, **extra: Any) -> Path:
+    lines = [f"[bridges.{name}]", f'upstream = "{upstream}"']
     base = {"retry_min_ms": 50, "retry_max_ms": 400, "request_timeout_ms": 2000, "connect_timeout_ms": 1000,
             "pull_suspend_ms": 1000}
     base.update(extra)
@@ -47,7 +48,8 @@ def write_config(path: Path, upstream: str, **extra: Any) -> Path:
             lines.append(f"{k} = [{', '.join(repr(x).replace(chr(39), chr(34)) for x in v)}]")
         else:
             lines.append(f'{k} = "{v}"')
-    path.write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    path.write_text((path.read_text() + "\n" if append else "") + text)
     return path
 
 
@@ -212,6 +214,49 @@ def test_mqtt_filters_forward_and_commands_come_back(tmp_path: Path) -> None:
         sub.loop_stop()
         pub.disconnect()
         sub.disconnect()
+    finally:
+        if edge is not None:
+            edge.stop()
+        up.stop()
+
+
+def api(srv: RocketliteProcess, path: str) -> Any:
+    import json
+
+    host, port = srv.addr("http")
+    try:
+        return json.loads(urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=5).read())
+    except urllib.error.HTTPError:
+        return None
+
+
+def test_acl_signed_over_tls(tmp_path: Path) -> None:
+    """Upstream with ACL on and TLS sniffed on its remoting port; a bridge with the right keys
+    delivers, one with a wrong secret is refused and keeps its backlog (retrying)."""
+    up = RocketliteProcess(ephemeral=True, extra_args=[
+        "--set", "security.enabled=true", "--set", "security.access_key=edgeAK",
+        "--set", "security.secret_key=edgeSK", "--set", "remoting.tls=true"]).start()
+    edge = None
+    try:
+        cfg = write_config(tmp_path / "edge.toml", up.endpoint("remoting"), topics=["signed"], access_key="edgeAK",
+                           secret_key="edgeSK", tls=True, tls_verify=False)
+        write_config(cfg, up.endpoint("remoting"), name="bad", append=True, topics=["refused"], access_key="edgeAK",
+                     secret_key="wrong", tls=True, tls_verify=False)
+        edge = RocketliteProcess(ephemeral=True, extra_args=["--config", str(cfg)]).start()
+        with RemotingClient(edge.endpoint("remoting"), timeout=5) as c:
+            for i in range(20):
+                send(c, edge.endpoint("remoting"), "signed", f"s{i}".encode(), {})
+                send(c, edge.endpoint("remoting"), "refused", f"r{i}".encode(), {})
+        wait_for(lambda: (api(up, "/api/topics/signed") or {}).get("appended") == 20, what="signed upstream")
+        assert metric(edge, "rocketlite_bridge_forwarded_total", bridge="cloud", topic="signed") == 20
+        wait_for(lambda: metric(edge, "rocketlite_bridge_retries_total", bridge="bad") >= 2, what="bad retries")
+        assert metric(edge, "rocketlite_bridge_upstream_up", bridge="bad") == 0
+        assert metric(edge, "rocketlite_bridge_backlog", bridge="bad", topic="refused") == 20
+        assert (api(up, "/api/topics/refused") or {}).get("appended", 0) == 0
+        # the backlog is a consumer group's lag in the console and the admin API
+        groups = {g["name"]: g for g in api(edge, "/api/groups")["groups"]}
+        assert groups["rocketlite-bridge-bad"]["lag"] == 20
+        assert groups["rocketlite-bridge-cloud"]["lag"] == 0
     finally:
         if edge is not None:
             edge.stop()
