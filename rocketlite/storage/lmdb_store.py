@@ -62,7 +62,7 @@ import trio
 from rocketlite.core.errors import StorageFull
 from rocketlite.core.message import PROP_UNIQ_KEY, Message, tag_hash
 from rocketlite.storage.base import AppendResult, IndexEntry, WriteBatch
-from rocketlite.storage.records import decode_message, decode_value, encode_message, encode_value
+from rocketlite.storage.records import decode_entry, decode_message, encode_message, encode_value
 
 log = logging.getLogger("rocketlite.storage")
 
@@ -132,6 +132,19 @@ def _index_key(key: str) -> bytes:
         # 0xFFFF can never be a real length here: marks a digest of a long key
         return b"\xff\xff" + hashlib.blake2b(raw, digest_size=32).digest()
     return _H.pack(len(raw)) + raw
+
+
+def _table_key(prefix: bytes, key: bytes) -> tuple[bytes, bytes | None]:
+    """The LMDB key of a table entry, and the full key when it had to be shortened.
+
+    LMDB keys are at most 511 bytes; a longer key (an MQTT topic can be 64 KiB) is stored as its
+    first bytes plus a 16-byte digest, with the full key kept in the value. Order is kept except
+    among long keys that share those first bytes (a few hundred)."""
+    k = prefix + key
+    if len(k) <= _MAX_KEY:
+        return k, None
+    cut = _MAX_KEY - 16 - len(prefix)
+    return prefix + key[:cut] + hashlib.blake2b(key, digest_size=16).digest(), key
 
 
 def _table_prefix(table: str) -> bytes:
@@ -514,14 +527,10 @@ class LmdbStore:
                 touched[qk] = (prefix, qoff + 1)
                 nxt += 1
             for table, key, value in batch.puts:
-                k = _table_prefix(table) + key
-                if len(k) > _MAX_KEY:
-                    raise ValueError(f"table key too long ({len(key)} bytes)")
-                table_ops.append((k, encode_value(value)))
+                k, long_key = _table_key(_table_prefix(table), key)
+                table_ops.append((k, encode_value(value, long_key)))
             for table, key in batch.deletes:
-                k = _table_prefix(table) + key
-                if len(k) <= _MAX_KEY:
-                    table_ops.append((k, None))
+                table_ops.append((_table_key(_table_prefix(table), key)[0], None))
         except Exception:
             for m in batch.messages:
                 m.commit_offset = m.queue_offset = -1
@@ -987,28 +996,40 @@ class LmdbStore:
         return await self._read(self._lookup_key_sync, _index_key(key), max_count)  # type: ignore[no-any-return]
 
     # -- tables --------------------------------------------------------------------------------
-    def _get_sync(self, k: bytes) -> Any | None:
+    def _get_sync(self, prefix: bytes, key: bytes) -> Any | None:
+        k, long_key = _table_key(prefix, key)
         with self._env.begin() as txn:
             raw = txn.get(k, db=self._db_tables)
-        return decode_value(raw) if raw is not None else None
+        if raw is None:
+            return None
+        full, value = decode_entry(raw)
+        if long_key is not None and full != long_key:
+            return None
+        return value
 
     async def get(self, table: str, key: bytes) -> Any | None:
-        return await self._read(self._get_sync, _table_prefix(table) + key)
+        return await self._read(self._get_sync, _table_prefix(table), key)
 
     def _scan_sync(self, prefix: bytes, start: bytes, end: bytes | None, limit: int | None) -> list[tuple[bytes, Any]]:
         out: list[tuple[bytes, Any]] = []
         n = len(prefix)
+        cut = _MAX_KEY - 16 - n  # LMDB keys of long table keys start with this many key bytes
+        end_cut = end[:cut] if end is not None else None
         with self._env.begin() as txn:
             cur = txn.cursor(db=self._db_tables)
-            if not cur.set_range(prefix + start):
+            if not cur.set_range(prefix + start[:cut]):
                 return out
             for k, v in cur:
                 if k[:n] != prefix:
                     break
-                key = k[n:]
-                if end is not None and key >= end:
-                    break
-                out.append((key, decode_value(v)))
+                rel = k[n:]
+                if end_cut is not None and rel[:cut] > end_cut:
+                    break  # every later entry is beyond ``end`` too
+                full, value = decode_entry(v)
+                key = rel if full is None else full
+                if key < start or (end is not None and key >= end):
+                    continue
+                out.append((key, value))
                 if limit is not None and len(out) >= limit:
                     break
         return out

@@ -126,21 +126,36 @@ def record_meta(data: bytes | memoryview) -> tuple[int, int]:
 
 
 # -- table values ------------------------------------------------------------------------------
-# Table values are whatever the core keeps (dicts, lists, ints, strings, bytes); one version byte
-# then cbor2.
+# Table values are whatever the core keeps (dicts, lists, ints, strings, bytes): one version byte,
+# then cbor2. Version 2 also carries the entry's full key, for keys too long to be an LMDB key
+# (the store then keys the entry by a truncated key and a digest).
 
-_VALUE_V1 = b"\x01"
+_VALUE_V1 = 1
+_VALUE_V2 = 2
 
 
-def encode_value(value: Any) -> bytes:
-    return _VALUE_V1 + _dumps(value)
+def encode_value(value: Any, long_key: bytes | None = None) -> bytes:
+    if long_key is None:
+        return b"\x01" + _dumps(value)
+    return b"\x02" + _dumps([long_key, value])
+
+
+def decode_entry(data: bytes | memoryview) -> tuple[bytes | None, Any]:
+    """``(full key or None, value)`` of a stored table value."""
+    data = bytes(data)
+    version = data[:1]
+    try:
+        if version == b"\x01":
+            return None, _loads(data[1:])
+        if version == b"\x02":
+            key, value = _loads(data[1:])
+            if not isinstance(key, bytes):
+                raise CorruptRecord("bad long table key")
+            return key, value
+    except (ValueError, TypeError, cbor2.CBORError) as exc:
+        raise CorruptRecord(f"bad table value: {exc}") from exc
+    raise CorruptRecord(f"unknown table value format {version!r}")
 
 
 def decode_value(data: bytes | memoryview) -> Any:
-    data = bytes(data)
-    if data[:1] != _VALUE_V1:
-        raise CorruptRecord(f"unknown table value format {data[:1]!r}")
-    try:
-        return _loads(data[1:])
-    except (ValueError, TypeError, cbor2.CBORError) as exc:
-        raise CorruptRecord(f"bad table value: {exc}") from exc
+    return decode_entry(data)[1]

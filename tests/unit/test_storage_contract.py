@@ -564,3 +564,26 @@ def test_bench_storage_smoke(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = json.loads(capsys.readouterr().out)
     assert len(out["appends"]) == 6 + 3
     assert all(row["count"] > 0 for row in out["appends"])
+
+
+async def test_tables_take_long_keys(store: Store) -> None:
+    # e.g. MQTT retained messages keyed by a topic of up to 64 KiB
+    a = b"a/" + b"x" * 70_000
+    b1 = b"b/" + b"y" * 600 + b"1"
+    b2 = b"b/" + b"y" * 600 + b"2"
+    short = b"b/short"
+    edge = b"c" * 480  # around LMDB's 511-byte key limit with the table prefix
+    await append(store, puts=[("mqtt_retained", k, {"k": len(k)}) for k in (a, b1, b2, short, edge)])
+    assert await store.get("mqtt_retained", a) == {"k": len(a)}
+    assert await store.get("mqtt_retained", b2) == {"k": len(b2)}
+    assert await store.get("mqtt_retained", b"b/" + b"y" * 600 + b"3") is None
+    keys = [k for k, _ in await store.scan("mqtt_retained")]
+    assert sorted(keys) == sorted([a, b1, b2, short, edge])
+    assert keys[0] == a and keys[-1] == edge
+    assert sorted(k for k, _ in await store.scan("mqtt_retained", b"b/", b"b0")) == sorted([b1, b2, short])
+    assert [k for k, _ in await store.scan("mqtt_retained", b"b/short")] == [short, b1, b2, edge]
+    assert [k for k, _ in await store.scan("mqtt_retained", b"b/t", limit=2)] == [b1, b2]
+    assert [k for k, _ in await store.scan("mqtt_retained", b"a", b"b")] == [a]
+    await append(store, deletes=[("mqtt_retained", a), ("mqtt_retained", b1)])
+    assert await store.get("mqtt_retained", a) is None
+    assert sorted(k for k, _ in await store.scan("mqtt_retained")) == sorted([b2, short, edge])
