@@ -14,6 +14,10 @@ class Endpoints:
         self.addresses = addresses
         self.websocket_path = websocket_path
 
+    def __repr__(self) -> str:
+        where = " ".join(f"{k}={h}:{p}" for k, (h, p) in self.addresses.items()) or "not running"
+        return f"<{type(self).__name__} {where}>"
+
     def address(self, protocol: str) -> tuple[str, int]:
         """``(host, port)`` of a front-end, or :class:`EndpointUnavailable` saying what is running."""
         try:

@@ -104,18 +104,16 @@ async def peek(broker: Broker, topic: str, queue_id: int | None = None, max_coun
     out: list[Message] = []
     qids = [queue_id] if queue_id is not None else queue_ids(broker, topic)
     for qid in qids:
+        # the oldest max_count of every queue, merged below: the overall oldest are among them
+        got = 0
         offset = broker.min_offset(topic, qid)
-        while len(out) < max_count or queue_id is None:
-            hi = broker.max_offset(topic, qid)
-            if offset >= hi:
-                break
-            res = await broker.pull(topic, qid, offset, min(256, max_count), wait_ms=0)
+        while got < max_count and offset < broker.max_offset(topic, qid):
+            res = await broker.pull(topic, qid, offset, min(256, max_count - got), wait_ms=0)
             if res.next_offset <= offset:
                 break
             out.extend(res.messages)
+            got += len(res.messages)
             offset = res.next_offset
-            if len(out) >= max_count:
-                break
     out.sort(key=lambda m: (m.store_timestamp, m.commit_offset))
     return out[:max_count]
 
