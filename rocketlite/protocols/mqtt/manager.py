@@ -239,6 +239,12 @@ class MqttManager:
         conn.will = pkt.will
         self.offline_since.pop(cid, None)
         self.online[cid] = conn
+        if self._restored.get(cid) or getattr(session, "resume_offsets", None) is not None:
+            # From this instant live deliveries are held; the replay reads the log up to here.
+            conn.replaying = True
+            store = self.broker.store
+            conn.replay_ends = {(t, q): store.max_offset(t, q) for t, q in list(store.queues())  # type: ignore[attr-defined]
+                                if not is_excluded_topic(t)}
         if v5:
             props[C.P_RECEIVE_MAXIMUM] = st.receive_maximum
             props[C.P_TOPIC_ALIAS_MAXIMUM] = st.topic_alias_maximum
@@ -259,13 +265,12 @@ class MqttManager:
         now = self.now()
         restored = self._restored.pop(s.client_id, None)
         offsets = getattr(s, "resume_offsets", None)
-        if not restored and offsets is None:
+        if not conn.replaying:
             conn.send_packets(s.resume(now))
             return
-        conn.replaying = True
         store = self.broker.store
-        # the end of the replay: what was in the log when the session came online
-        ends = {(t, q): store.max_offset(t, q) for t, q in list(store.queues()) if not is_excluded_topic(t)}
+        # the end of the replay: what was in the log when the session came online (set in connect)
+        ends: dict[tuple[str, int], int] = getattr(conn, "replay_ends", None) or {}
         try:
             if restored:
                 refs = [r[0] for r in restored if r[0] >= 0]

@@ -45,6 +45,7 @@ class MqttConnection:
         self.session: Session | None = None
         self.will: C.Will | None = None
         self.replaying = False
+        self.replay_ends: dict[tuple[str, int], int] = {}
         self.held: list[Any] = []
         self.connected = False
         self.graceful = False
