@@ -15,7 +15,7 @@ blocks = st.lists(st.lists(st.tuples(names, values), min_size=1, max_size=8), mi
 
 
 @given(blocks, st.booleans(), st.sampled_from([0, 256, 4096]))
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 def test_decodes_what_hpack_encodes(seq: list[list[tuple[bytes, bytes]]], huffman: bool, table: int) -> None:
     enc = hpack.Encoder()
     ours = HpackDecoder()
