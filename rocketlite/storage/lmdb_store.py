@@ -499,6 +499,8 @@ class LmdbStore:
                         if tid is None:
                             tid = new_topics.get(m.topic)
                             if tid is None:
+                                if len(m.topic.encode()) > _MAX_KEY:
+                                    raise ValueError(f"topic name too long: {m.topic[:40]!r}...")
                                 tid = new_topics[m.topic] = self._p_topic_seq + len(new_topics)
                         prefix = _pack_qk(tid, m.queue_id)
                     qoff = pq.get(qk, 0)

@@ -587,3 +587,15 @@ async def test_tables_take_long_keys(store: Store) -> None:
     await append(store, deletes=[("mqtt_retained", a), ("mqtt_retained", b1)])
     assert await store.get("mqtt_retained", a) is None
     assert sorted(k for k, _ in await store.scan("mqtt_retained")) == sorted([b2, short, edge])
+
+
+@lmdb_kinds
+async def test_overlong_topic_fails_its_batch_only(kind: str, tmp_path: Path) -> None:
+    s = make_store(kind, tmp_path)
+    await s.open()
+    try:
+        with pytest.raises(ValueError):
+            await append(s, msg("t" * 600))
+        assert await append(s, msg("ok")) == [(0, 0)]
+    finally:
+        await s.close()
