@@ -10,7 +10,13 @@ mkdir -p .interop
 
 if ! [ -x .interop/venv-grpc-python/bin/python ] || \
    ! .interop/venv-grpc-python/bin/python -c "import rocketmq" >/dev/null 2>&1; then
-  python3 -m venv .interop/venv-grpc-python
+  if ! python3 -m venv .interop/venv-grpc-python; then
+    # Debian's system python needs the venv module from a package
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    rm -rf .interop/venv-grpc-python
+    python3 -m venv .interop/venv-grpc-python
+  fi
   .interop/venv-grpc-python/bin/pip install -q --disable-pip-version-check "rocketmq-python-client==5.1.2"
 fi
 
