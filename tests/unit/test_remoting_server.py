@@ -448,3 +448,18 @@ async def test_nameserver_and_broker_roles_can_share_one_port() -> None:
         route = json.loads((await c.request(105, topic="T")).body)
         assert route["brokerDatas"][0]["brokerAddrs"]["0"] == f"127.0.0.1:{port}"
         assert (await c.send_message("T", b"x")).code == 0
+
+
+async def test_pipelined_sends_to_one_queue_keep_their_order() -> None:
+    async with serve() as srv, srv.client() as c:
+        cmds = [c.command(310, {"a": "PG", "b": "ORD", "c": "TBW102", "d": 4, "e": 1, "f": 0, "g": 0, "h": 0, "i": ""},
+                          f"{i}".encode()) for i in range(50)]
+        waits = {cmd.opaque: (trio.Event(), []) for cmd in cmds}
+        c._waiting.update(waits)
+        await c.stream.send_all(b"".join(encode_command(cmd) for cmd in cmds))  # one write, 50 requests
+        with trio.fail_after(10):
+            for ev, _ in waits.values():
+                await ev.wait()
+        assert all(slot[0].code == 0 for _, slot in waits.values())
+        msgs = (await srv.broker.pull("ORD", 1, 0, 100)).messages
+        assert [m.body for m in msgs] == [f"{i}".encode() for i in range(50)]

@@ -38,6 +38,7 @@ from rocketlite.security.tls import context_for, tls_or_plain
 log = logging.getLogger("rocketlite.remoting")
 
 MAX_INFLIGHT = 256
+_SEND_CODES = (10, 310, 320)  # SEND_MESSAGE, SEND_MESSAGE_V2, SEND_BATCH_MESSAGE
 READ_SIZE = 65536
 
 
@@ -59,6 +60,7 @@ class Connection:
             pass
         self._out: list[bytes] = []
         self._flushing = False
+        self._send_chain: dict[tuple[str, str], trio.Event] = {}
         self._limit = trio.CapacityLimiter(MAX_INFLIGHT)
         self._pending: dict[int, tuple[trio.Event, list[RemotingCommand]]] = {}
         self.closed = False
@@ -108,9 +110,30 @@ class Connection:
             self._pending.pop(cmd.opaque, None)
         return slot[0] if slot else None
 
-    async def _run_request(self, cmd: RemotingCommand, token: object) -> None:
+    def _send_order(self, cmd: RemotingCommand) -> tuple[trio.Event | None, trio.Event, tuple[str, str]] | None:
+        """Sends to one queue over one connection are stored in arrival order (as a Java broker's
+        single send thread does), while other queues' sends run in parallel: each send waits for
+        the previous one to the same (topic, queue). Called in arrival order by the reader."""
+        if cmd.code not in _SEND_CODES:
+            return None
+        ext = cmd.ext
+        topic = ext.get("b") or ext.get("topic") or ""
+        qid = ext.get("e") or ext.get("queueId") or "-1"
+        key = (topic, qid)
+        prev = self._send_chain.get(key)
+        mine = trio.Event()
+        self._send_chain[key] = mine
+        return prev, mine, key
+
+    async def _run_request(self, cmd: RemotingCommand, token: object,
+                           order: tuple[trio.Event | None, trio.Event, tuple[str, str]] | None = None) -> None:
         try:
+            if order is not None and order[0] is not None:
+                await order[0].wait()
             resp = await self.service.handle(self, cmd)
+            if order is not None:
+                self._release_order(order)
+                order = None
             if resp is not None:
                 await self.send(resp)
         except Exception:
@@ -118,7 +141,15 @@ class Connection:
             if not cmd.is_oneway:
                 await self.send(cmd.response(ResponseCode.SYSTEM_ERROR, remark="internal error"))
         finally:
+            if order is not None:
+                self._release_order(order)
             self._limit.release_on_behalf_of(token)
+
+    def _release_order(self, order: tuple[trio.Event | None, trio.Event, tuple[str, str]]) -> None:
+        _, mine, key = order
+        mine.set()
+        if self._send_chain.get(key) is mine:
+            del self._send_chain[key]
 
     async def serve(self) -> None:
         decoder = FrameDecoder()
@@ -147,7 +178,7 @@ class Connection:
                         continue
                     token = object()
                     await self._limit.acquire_on_behalf_of(token)
-                    self.nursery.start_soon(self._run_request, cmd, token)
+                    self.nursery.start_soon(self._run_request, cmd, token, self._send_order(cmd))
         finally:
             self.closed = True
             self.service.connection_closed(self)
