@@ -415,7 +415,7 @@ class _FakeSession:
         return None
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     code=st.sampled_from([10, 11, 12, 14, 15, 17, 25, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 41, 42, 46, 105, 200,
                           307, 310, 320, 200050, 200051, 200053, 7]),
