@@ -532,8 +532,12 @@ class Decoder:
                 end = i + length
                 if end > n:
                     break
-                if first >> 4 == PUBLISH:
+                ptype = first >> 4
+                if ptype == PUBLISH:
                     out.append(self._publish(first & 0x0F, buf, i, end))
+                elif length == 2 and 4 <= ptype <= 7 and first & 0x0F == (2 if ptype == PUBREL else 0) \
+                        and self.version:  # the common 2-byte PUBACK/PUBREC/PUBREL/PUBCOMP
+                    out.append(Ack(ptype, (buf[i] << 8) | buf[i + 1]))
                 else:
                     out.append(self._decode(first, buf, i, end))
                 pos = end
@@ -755,6 +759,14 @@ def encode_publish(pkt: Publish, version: int) -> bytes:
     if n < 128:
         return bytes((first, n)) + head + payload
     return bytes((first,)) + varint(n) + head + payload
+
+
+_ACK_FIRST = {PUBACK: b"\x40\x02", PUBREC: b"\x50\x02", PUBREL: b"\x62\x02", PUBCOMP: b"\x70\x02"}
+
+
+def encode_ack(kind: int, packet_id: int) -> bytes:
+    """A PUBACK/PUBREC/PUBREL/PUBCOMP with reason 0 and no properties (valid in 3.1.1 and 5.0)."""
+    return _ACK_FIRST[kind] + _U16S.pack(packet_id)
 
 
 def encode(pkt: Packet, version: int = 4) -> bytes:

@@ -66,6 +66,8 @@ class MqttConnection:
                 return
             self.manager.stats["sent"] += 1
             self._out += C.encode_publish(pkt, self.version)
+        elif pkt.__class__ is C.Ack and not pkt.reason and not pkt.properties:
+            self._out += C.encode_ack(pkt.kind, pkt.packet_id)
         else:
             self._out += C.encode(pkt, self.version)
         self._wake.set()
