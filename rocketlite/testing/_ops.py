@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
@@ -223,6 +224,8 @@ class Snapshot:
     recent: list[Message]
     #: delayed messages not yet delivered: {"topic", "deliver_at_ms", "msg_id"}
     scheduled: list[dict[str, Any]] = field(default_factory=list)
+    #: the broker's clock when the snapshot was taken (epoch ms)
+    now_ms: int = 0
 
     def format(self, *, body_limit: int = 120) -> str:
         lines = []
@@ -256,7 +259,10 @@ class Snapshot:
         if self.scheduled:
             lines.append(f"delayed messages not yet delivered ({len(self.scheduled)}, first 10):")
             for t in self.scheduled[:10]:
-                lines.append(f"  {t['topic']} at {t['deliver_at_ms']} id={t['msg_id']}")
+                at = int(t["deliver_at_ms"])
+                when = datetime.fromtimestamp(at / 1000, timezone.utc).isoformat(timespec="milliseconds")
+                due = f" (in {(at - self.now_ms) / 1000:.1f} s)" if self.now_ms else ""
+                lines.append(f"  {t['topic']} at {when}{due} id={t['msg_id']}")
         return "\n".join(lines)
 
 
@@ -294,4 +300,4 @@ async def snapshot(broker: Broker, *, recent: int = 20) -> Snapshot:
     if timers is not None and hasattr(timers, "pending"):
         for e in timers.pending()[:100]:
             scheduled.append({"topic": e.topic, "deliver_at_ms": e.deliver_at, "msg_id": e.uid})
-    return Snapshot(topics, groups, tail[-recent:], scheduled)
+    return Snapshot(topics, groups, tail[-recent:], scheduled, broker.now_ms())

@@ -73,6 +73,7 @@ def snapshot_to_json(s: _ops.Snapshot) -> dict[str, Any]:
         },
         "recent": [message_to_json(m) for m in s.recent],
         "scheduled": s.scheduled,
+        "now_ms": s.now_ms,
         "text": s.format(),
     }
 
@@ -84,4 +85,5 @@ def snapshot_from_json(d: dict[str, Any]) -> _ops.Snapshot:
     }
     return _ops.Snapshot(d.get("topics", {}), groups, [message_from_json(m) for m in d.get("recent", [])],
         list(d.get("scheduled", [])),
+        int(d.get("now_ms", 0)),
     )
