@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import socket
-import struct
 from typing import Any
 
 from rocketlite.protocols.remoting.codec import FrameDecoder, RemotingCommand, encode_command

@@ -47,7 +47,6 @@ from rocketlite.protocols.remoting.codec import (
     decode_json_body,
     decode_properties,
     encode_json_body,
-    encode_properties,
     encode_record,
     ext_bool,
     format_java_properties,
