@@ -349,3 +349,22 @@ async def test_receive_maximum_exceeded_disconnects_v5():
         await c.send(*[C.Publish("rm/x", b"%d" % i, 2, False, False, i + 1) for i in range(4)])
         d = await c.recv(kind=C.DISCONNECT)
         assert d.reason == C.RC_RECEIVE_MAX_EXCEEDED
+
+
+async def test_garbage_after_connect_closes_only_that_connection():
+    import random
+
+    rnd = random.Random(5)
+    async with env() as e:
+        good = e.client(5)
+        await good.connect("good")
+        for i in range(60):
+            version = 5 if i % 2 else 4
+            bad = e.client(version)
+            await bad.connect(f"bad{i}")
+            junk = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 200)))
+            await bad.stream.send_all(junk)
+            await bad.close()
+        await good.send(C.PingReq())
+        assert (await good.recv()).type == C.PINGRESP
+        assert list(e.manager.online) == ["good"]
