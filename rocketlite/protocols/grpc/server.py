@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from functools import partial
 from typing import Any, Awaitable, Callable
 
 import trio
