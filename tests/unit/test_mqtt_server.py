@@ -368,3 +368,16 @@ async def test_garbage_after_connect_closes_only_that_connection():
         await good.send(C.PingReq())
         assert (await good.recv()).type == C.PINGRESP
         assert list(e.manager.online) == ["good"]
+
+
+async def test_sys_topics_retained_and_not_matched_by_hash():
+    async with env() as e:
+        c = e.client()
+        await c.connect("c")
+        await c.subscribe(("#", 0))
+        e.manager.publish_sys()
+        await c.subscribe(("$SYS/broker/clients/connected", 0), pid=2)
+        p = await c.recv(kind=C.PUBLISH)
+        assert p.topic == "$SYS/broker/clients/connected" and p.payload == b"1" and p.retain
+        await c.send(C.PingReq())
+        assert (await c.recv()).type == C.PINGRESP  # "#" got no $SYS message
