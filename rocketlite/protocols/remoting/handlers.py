@@ -500,7 +500,7 @@ class RemotingService:
                 limit = gc.max_reconsume_times if gc else self.broker.settings.max_reconsume_times
             if max_reconsume:
                 props.setdefault(PROP_MAX_RECONSUME_TIMES, max_reconsume)
-            if reconsume > limit:
+            if reconsume >= limit:  # as the Java broker's SEND path (RECONSUME_TIME counts the next attempt)
                 topic = "%DLQ%" + group_name
                 props.pop("DELAY", None)
                 queue_id = 0
@@ -514,8 +514,9 @@ class RemotingService:
                 if cmd.code == RC.SEND_BATCH_MESSAGE:
                     return cmd.response(R.MESSAGE_ILLEGAL, remark="the batch body cannot be decoded")
                 items = []  # a C++ "batch" flag on a plain body: store it as one message
+            shared = {k: v for k, v in props.items() if k != "UNIQ_KEY"}  # each message keeps its own id
             for it in items:
-                p = dict(props)
+                p = dict(shared)
                 p.update(it.properties)
                 msgs.append(self._message_from(session, topic, it.body, p, queue_id=queue_id, flag=it.flag,
                                                sys_flag=sys_flag, born_ts=born_ts, reconsume=reconsume))
