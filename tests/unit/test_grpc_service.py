@@ -257,3 +257,21 @@ async def test_auto_renew_keeps_a_push_consumers_message_invisible(autojump_cloc
         assert (await svc.ack_message(ack, call)).status.code == pb.OK  # type: ignore[arg-type]
         assert not svc.renewals
         nursery.cancel_scope.cancel()
+
+
+async def test_front_end_offers_self_signed_tls_without_configuration(
+    server: tuple[int, Broker, trio.CancelScope],
+) -> None:
+    import ssl
+
+    port = server[0]
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"])
+    stream = await trio.open_ssl_over_tcp_stream("127.0.0.1", port, ssl_context=ctx)
+    await stream.do_handshake()
+    assert stream.selected_alpn_protocol() == "h2"
+    await stream.send_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    assert (await stream.receive_some(4096))[3] == 0x04  # SETTINGS
+    await stream.aclose()

@@ -434,10 +434,10 @@ class GrpcFrontEnd:
         service = MessagingService(ctx.broker, settings)
         ctx.services["grpc"] = service
         handlers = guard_handlers(service.handlers(), get_acl(ctx), messaging_pb2)  # [security]
-        server = GrpcServer(handlers, ssl_context=ssl_ctx, config=config)
+        server = GrpcServer(handlers, ssl_context=ssl_ctx, config=config, ssl_context_factory=ssl_factory)
         listeners = await trio.open_tcp_listeners(port, host=host)
         bound = listeners[0].socket.getsockname()
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
             task_status.started((host, bound[1]))
-            await trio.serve_listeners(limited(partial(server.handle), get_limiter(ctx)), listeners)  # max_connections
+            await trio.serve_listeners(limited(server.handle, get_limiter(ctx)), listeners)  # max_connections
