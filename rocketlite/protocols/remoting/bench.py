@@ -41,9 +41,10 @@ class Figure:
         return self.messages / self.seconds if self.seconds > 0 else 0.0
 
 
-def start_server(data_dir: str, flush: str) -> tuple[subprocess.Popen[bytes], str, int]:
+def start_server(data_dir: str | None, flush: str) -> tuple[subprocess.Popen[bytes], str, int]:
+    store = ["--data-dir", data_dir, "--flush", flush] if data_dir else ["--ephemeral"]
     cmd = [sys.executable, "-m", "rocketlite", "serve", "--host", "127.0.0.1", "--remoting-port", "0",
-           "--broker-port", "0", "--data-dir", data_dir, "--flush", flush, "--log-level", "warning",
+           "--broker-port", "0", *store, "--log-level", "warning",
            "--disable", "grpc", "--disable", "mqtt", "--disable", "http"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     assert proc.stdout is not None
@@ -201,7 +202,7 @@ async def storage_figure(total: int, concurrency: int, size: int, flush: str) ->
 async def run(args: argparse.Namespace) -> list[Figure]:
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="rl-bench-remoting-") as data_dir:
-        proc, host, ns_port = start_server(data_dir, args.flush)
+        proc, host, ns_port = start_server(None if args.ephemeral else data_dir, args.flush)
         try:
             bhost, bport, queues = await broker_address(host, ns_port, "bench")
             async def measured(coro: Any) -> None:
@@ -223,13 +224,14 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-    for conc in args.concurrency:
-        figures.append(await storage_figure(args.messages, conc, args.size, args.flush))
+    if not args.ephemeral:
+        for conc in args.concurrency:
+            figures.append(await storage_figure(args.messages, conc, args.size, args.flush))
     return figures
 
 
 def report(figures: list[Figure], size: int, flush: str) -> str:
-    lines = [f"remoting benchmark: {size} B messages, flush={flush}, {os.cpu_count()} CPUs, "
+    lines = [f"remoting benchmark: {size} B messages, store: {flush}, {os.cpu_count()} CPUs, "
              f"load average {os.getloadavg()[0]:.2f}",
              f"{'what':<40} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'server CPU us/msg':>18}"]
     for f in figures:
@@ -249,6 +251,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     p.add_argument("--flush", choices=["async", "sync"], default="async")
+    p.add_argument("--ephemeral", action="store_true",
+                   help="serve from the memory store (protocol cost alone; no storage figure)")
     p.add_argument("--no-shared", dest="shared", action="store_false",
                    help="skip the variant with all producers on one connection")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -261,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps([{**f.__dict__, "rate": f.rate} for f in figures]))
     else:
-        print(report(figures, args.size, args.flush))
+        print(report(figures, args.size, "memory (--ephemeral)" if args.ephemeral else f"LMDB flush={args.flush}"))
     return 0
 
 
