@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fnmatch
 import random
+import struct
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -30,6 +31,7 @@ from rocketlite.core.message import (
     SYSFLAG_MULTI_TAGS,
     Message,
 )
+from rocketlite.protocols.remoting.codec import encode_properties
 from rocketlite.protocols.mqtt.mapping import is_excluded_topic, rocketmq_topic
 from rocketlite.protocols.mqtt.topics import topic_matches
 
@@ -253,3 +255,15 @@ def runs(msgs: Sequence[Message], n: int) -> list[tuple[int, list[Message]]]:
         else:
             out.append((q, [m]))
     return out
+
+
+def encode_send_batch(items: Sequence[tuple[bytes, Mapping[str, str], int]]) -> bytes:
+    """A ``SEND_BATCH_MESSAGE`` body of (body, properties, flag) items, each with its body CRC
+    (as the Java client writes it: brokers store that CRC and consumers may check it)."""
+    out = []
+    for body, props, flag in items:
+        p = encode_properties(dict(props)).encode()
+        size = 20 + len(body) + 2 + len(p)
+        out.append(struct.pack(">iiiii", size, 0, zlib.crc32(body) & 0x7FFFFFFF, flag, len(body)) + body
+                   + struct.pack(">h", len(p)) + p)
+    return b"".join(out)

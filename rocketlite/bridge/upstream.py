@@ -17,17 +17,15 @@ from typing import Any
 
 import trio
 
-from rocketlite.bridge.config import BridgeConfig
+from rocketlite.bridge.config import BridgeConfig, encode_send_batch
 from rocketlite.protocols.remoting.client import RemotingClient
 from rocketlite.protocols.remoting.codec import (
-    BatchItem,
     RemotingCommand,
     RequestCode,
     ResponseCode,
     StoredRecord,
     decode_json_body,
     decode_records,
-    encode_batch,
     encode_properties,
     split_host_port,
 )
@@ -233,7 +231,7 @@ class Upstream:
             ext.update(f=sys_flag, g=born, h=flag, i=encode_properties(props))
             code = RequestCode.SEND_MESSAGE_V2
         else:
-            body = encode_batch(BatchItem(b, f, p) for b, p, f, _s, _b in items)
+            body = encode_send_batch([(b, p, f) for b, p, f, _s, _b in items])
             ext.update(f=0, g=items[0][4], h=0, i="", m=True)
             code = RequestCode.SEND_BATCH_MESSAGE
         resp = await self.request(q.addr, code, ext, body)

@@ -22,6 +22,8 @@ from rocketlite.admin.client import RemotingClient
 from rocketlite.protocols.remoting.codec import RequestCode, ResponseCode, decode_records, encode_properties
 from tests.support.server import RocketliteProcess
 
+pytestmark = pytest.mark.interop
+
 
 def wait_for(pred: Any, timeout: float = 15.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
@@ -174,7 +176,8 @@ def test_store_and_forward_survives_upstream_and_edge_restarts(tmp_path: Path) -
 
 
 def test_mqtt_filters_forward_and_commands_come_back(tmp_path: Path) -> None:
-    mqtt = pytest.importorskip("paho.mqtt.client")
+    import paho.mqtt.client as mqtt
+
     up = RocketliteProcess(ephemeral=True).start()
     edge = None
     try:
@@ -257,6 +260,33 @@ def test_acl_signed_over_tls(tmp_path: Path) -> None:
         groups = {g["name"]: g for g in api(edge, "/api/groups")["groups"]}
         assert groups["rocketlite-bridge-bad"]["lag"] == 20
         assert groups["rocketlite-bridge-cloud"]["lag"] == 0
+    finally:
+        if edge is not None:
+            edge.stop()
+        up.stop()
+
+
+def test_real_clients_on_both_sides_alions(tmp_path: Path) -> None:
+    """npm ali-ons produces on the edge; another ali-ons consumer group reads them upstream."""
+    from tests.interop.test_remoting_clients import event, run_client
+
+    up = RocketliteProcess(ephemeral=True).start()
+    edge = None
+    try:
+        cfg = write_config(tmp_path / "edge.toml", up.endpoint("remoting"), topics=["T_bridged"])
+        edge = RocketliteProcess(ephemeral=True, extra_args=["--config", str(cfg)]).start()
+        base = {"topic": "T_bridged", "group": "G_bridged", "n": 10, "tag": "TagB", "prefix": "edge"}
+        produced = event(run_client("alions", {**base, "scenario": "produce", "nameSrv": edge.endpoint("remoting")},
+                                    tmp_path), "produced")
+        assert len(produced["sent"]) == 10
+        got = event(run_client("alions", {**base, "scenario": "consume", "nameSrv": up.endpoint("remoting")},
+                               tmp_path), "consumed")["got"]
+        assert sorted(g["body"] for g in got) == sorted(f"edge-{i}" for i in range(10))
+        # the message ids (UNIQ_KEY) are the same on both sides
+        recs = [r for v in read_all(up, "T_bridged").values() for r in v]
+        local = [r for v in read_all(edge, "T_bridged").values() for r in v]
+        assert len(recs) == 10 and {r.properties["UNIQ_KEY"] for r in recs} == {r.properties["UNIQ_KEY"] for r in local}
+        assert {r.properties.get("TAGS") for r in recs} == {"TagB"}
     finally:
         if edge is not None:
             edge.stop()

@@ -117,3 +117,16 @@ def test_config_example_parses() -> None:
         data = tomllib.loads("\n".join(block))
         (cfg,) = parse_bridges(data["bridges"])
         assert cfg.name == "cloud" and cfg.topics and cfg.pull_topics
+
+
+def test_batch_body_carries_crc_and_decodes() -> None:
+    import zlib
+
+    from rocketlite.bridge.config import encode_send_batch
+    from rocketlite.protocols.remoting.codec import decode_batch
+
+    body = encode_send_batch([(b"one", {"UNIQ_KEY": "A", "TAGS": "t"}, 0), (b"two", {}, 5)])
+    items = decode_batch(body)
+    assert [(i.body, i.flag, i.properties) for i in items] == [(b"one", 0, {"UNIQ_KEY": "A", "TAGS": "t"}),
+                                                               (b"two", 5, {})]
+    assert int.from_bytes(body[8:12], "big") == zlib.crc32(b"one") & 0x7FFFFFFF
