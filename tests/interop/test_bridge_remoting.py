@@ -291,3 +291,43 @@ def test_real_clients_on_both_sides_alions(tmp_path: Path) -> None:
         if edge is not None:
             edge.stop()
         up.stop()
+
+
+def test_commands_survive_upstream_and_edge_restarts(tmp_path: Path) -> None:
+    """The reverse direction: offsets kept upstream, so neither outage loses or reorders a command."""
+    up = RocketliteProcess(tmp_path / "up").start()
+    edge = None
+    try:
+        cfg = write_config(tmp_path / "edge.toml", up.endpoint("remoting"), pull_topics=["commands"],
+                           local_topic_prefix="cloud_")
+        edge = RocketliteProcess(tmp_path / "edge", extra_args=["--config", str(cfg)]).start()
+        seqs: dict[int, int] = {}
+
+        def command(n: int) -> None:
+            with RemotingClient(up.endpoint("remoting"), timeout=5) as c:
+                for i in range(n):
+                    q = i % 4
+                    seqs[q] = seqs.get(q, 0) + 1
+                    send(c, up.endpoint("remoting"), "commands", b"c", {"src": f"up{q}", "seq": str(seqs[q])}, q)
+
+        def local_unique() -> int:
+            return len({r.properties["UNIQ_KEY"] for v in read_all(edge, "cloud_commands").values() for r in v})
+
+        command(20)
+        wait_for(lambda: local_unique() >= 20, what="first commands on the edge")
+        up.stop()
+        up.start()
+        command(20)
+        wait_for(lambda: local_unique() >= 40, what="commands after the upstream restart")
+        edge.kill()
+        command(20)  # while the edge is down: they wait upstream
+        edge.start()
+        wait_for(lambda: local_unique() >= 60, what="commands after the edge restart")
+        per_queue = read_all(edge, "cloud_commands")
+        assert local_unique() == 60
+        check_order(per_queue)
+        assert all(r.properties.get("rocketliteBridge") == "cloud" for v in per_queue.values() for r in v)
+    finally:
+        if edge is not None:
+            edge.stop()
+        up.stop()
