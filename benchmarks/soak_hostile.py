@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=32)
     a = ap.parse_args()
     failed = False
-    with RocketliteProcess(Path(tempfile.mkdtemp(prefix="rocketlite-hostile-")) / "data") as srv:
+    with RocketliteProcess(Path(tempfile.mkdtemp(prefix="rocketlite-hostile-")) / "data", timeout=60) as srv:
         assert srv.proc is not None
         print(f"broker pid {srv.proc.pid} RSS {rss_mb(srv.proc.pid):.0f} MB", flush=True)
         for proto in [p for p in a.protocols.split(",") if p]:
