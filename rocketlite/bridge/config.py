@@ -52,7 +52,8 @@ class BridgeConfigError(ValueError):
 @dataclass
 class BridgeConfig:
     name: str
-    namesrv: list[str]
+    namesrv: list[str]                  # NameServer addresses (remoting) or proxy endpoints (grpc)
+    protocol: str = "remoting"          # remoting | grpc
     topics: list[str] = field(default_factory=list)
     mqtt_filters: list[str] = field(default_factory=list)
     pull_topics: list[str] = field(default_factory=list)
@@ -117,16 +118,13 @@ def _list(value: Any, key: str, name: str) -> list[str]:
     raise BridgeConfigError(f"bridges.{name}.{key} must be a list of strings")
 
 
-def parse_upstream(text: str, name: str) -> list[str]:
+def parse_upstream(text: str, name: str) -> tuple[str, list[str], bool]:
+    """(protocol, addresses, tls implied by the scheme) of an ``upstream`` value."""
     scheme, sep, rest = text.partition("://")
     if not sep:
         scheme, rest = "remoting", text
-    if scheme == "grpc" or scheme == "grpcs":
-        raise BridgeConfigError(
-            f"bridges.{name}.upstream: gRPC upstreams are not supported yet; use the NameServer address "
-            "(remoting://host:9876) of the same cluster")
-    if scheme not in ("remoting", "rocketmq"):
-        raise BridgeConfigError(f"bridges.{name}.upstream: unknown scheme {scheme!r}")
+    if scheme not in ("remoting", "rocketmq", "grpc", "grpcs"):
+        raise BridgeConfigError(f"bridges.{name}.upstream: unknown scheme {scheme!r} (remoting://, grpc://, grpcs://)")
     addrs = [a.strip() for a in rest.replace(",", ";").split(";") if a.strip()]
     for a in addrs:
         host, _, port = a.rpartition(":")
@@ -134,7 +132,8 @@ def parse_upstream(text: str, name: str) -> list[str]:
             raise BridgeConfigError(f"bridges.{name}.upstream: {a!r} is not host:port")
     if not addrs:
         raise BridgeConfigError(f"bridges.{name}.upstream is empty")
-    return addrs
+    protocol = "grpc" if scheme.startswith("grpc") else "remoting"
+    return protocol, addrs, scheme == "grpcs"
 
 
 def parse_bridge(name: str, table: Mapping[str, Any]) -> BridgeConfig | None:
@@ -148,11 +147,12 @@ def parse_bridge(name: str, table: Mapping[str, Any]) -> BridgeConfig | None:
         raise BridgeConfigError(f"[bridges.{name}]: unknown keys {sorted(unknown)}")
     if "upstream" not in table:
         raise BridgeConfigError(f"[bridges.{name}] needs upstream = \"host:port\" (a NameServer)")
-    cfg = BridgeConfig(name=name, namesrv=parse_upstream(str(table["upstream"]), name))
+    protocol, addrs, tls = parse_upstream(str(table["upstream"]), name)
+    cfg = BridgeConfig(name=name, namesrv=addrs, protocol=protocol, tls=tls)
     for key in ("topics", "mqtt_filters", "pull_topics"):
         setattr(cfg, key, _list(table.get(key), key, name))
     for key, f in BridgeConfig.__dataclass_fields__.items():
-        if key in ("name", "namesrv", "topics", "mqtt_filters", "pull_topics") or key not in table:
+        if key in ("name", "namesrv", "protocol", "topics", "mqtt_filters", "pull_topics") or key not in table:
             continue
         value = table[key]
         default = getattr(cfg, key)
@@ -168,6 +168,9 @@ def parse_bridge(name: str, table: Mapping[str, Any]) -> BridgeConfig | None:
     for key in ("forward_from", "pull_from"):
         if getattr(cfg, key) not in ("first", "last"):
             raise BridgeConfigError(f"bridges.{name}.{key} must be first or last")
+    if cfg.protocol == "grpc" and cfg.pull_topics:
+        raise BridgeConfigError(f"bridges.{name}.pull_topics: the reverse direction needs a remoting upstream "
+                                "(the cluster's NameServer); over gRPC only forwarding is implemented")
     if bool(cfg.access_key) != bool(cfg.secret_key):
         raise BridgeConfigError(f"bridges.{name}: access_key and secret_key go together")
     if not (cfg.topics or cfg.mqtt_filters or cfg.pull_topics):

@@ -82,7 +82,12 @@ class Bridge:
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            self.upstream = Upstream(self.cfg, nursery)
+            if self.cfg.protocol == "grpc":
+                from rocketlite.bridge.grpc_upstream import GrpcUpstream
+
+                self.upstream = GrpcUpstream(self.cfg, nursery)  # type: ignore[assignment]
+            else:
+                self.upstream = Upstream(self.cfg, nursery)
             self.broker.write_listeners.append(self._on_write)
             try:
                 if self.cfg.topics or self.cfg.mqtt_filters:

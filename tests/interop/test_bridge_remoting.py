@@ -331,3 +331,43 @@ def test_commands_survive_upstream_and_edge_restarts(tmp_path: Path) -> None:
         if edge is not None:
             edge.stop()
         up.stop()
+
+
+def test_grpc_upstream_over_tls_with_upstream_restart(tmp_path: Path) -> None:
+    """Forwarding to a gRPC proxy endpoint (the upstream's gRPC port, TLS sniffed there), across an
+    upstream restart; order per message group kept."""
+    up = RocketliteProcess(tmp_path / "up").start()
+    edge = None
+    try:
+        host, port = up.addr("grpc")
+        cfg = write_config(tmp_path / "edge.toml", f"grpcs://{host}:{port}", topics=["gtopic"], tls_verify=False)
+        edge = RocketliteProcess(tmp_path / "edge", extra_args=["--config", str(cfg)]).start()
+        seqs: dict[str, int] = {}
+
+        def produce(n: int, start: int) -> None:
+            assert edge is not None
+            with RemotingClient(edge.endpoint("remoting"), timeout=5) as c:
+                for k in range(start, start + n):
+                    src = f"g{k % 3}"
+                    seqs[src] = seqs.get(src, 0) + 1
+                    send(c, edge.endpoint("remoting"), "gtopic", f"m{k}".encode(),
+                         {"src": src, "seq": str(seqs[src]), "UNIQ_KEY": f"7F0000010000000000000000{k:08X}",
+                          "__SHARDINGKEY": src, "TAGS": "T", "KEYS": f"k{k}"})
+
+        produce(30, 0)
+        wait_for(lambda: unique_count(up, "gtopic") >= 30, what="first 30 over gRPC")
+        up.stop()
+        produce(30, 30)
+        wait_for(lambda: metric(edge, "rocketlite_bridge_backlog", bridge="cloud", topic="gtopic") >= 30,
+                 what="backlog while the proxy is down")
+        up.start()
+        wait_for(lambda: unique_count(up, "gtopic") >= 60, what="all 60 over gRPC")
+        per_queue = read_all(up, "gtopic")
+        recs = [r for v in per_queue.values() for r in v]
+        assert {r.properties["UNIQ_KEY"] for r in recs} == {f"7F0000010000000000000000{k:08X}" for k in range(60)}
+        assert {r.properties.get("TAGS") for r in recs} == {"T"}
+        check_order(per_queue)
+    finally:
+        if edge is not None:
+            edge.stop()
+        up.stop()

@@ -35,11 +35,14 @@ def test_defaults_and_upstream_forms() -> None:
     assert cfg.producer_group == cfg.consumer_group == "rocketlite-bridge-cloud"
     (cfg,) = parse_bridges({"x": {"upstream": "remoting://ns1:9876;ns2:9876", "topics": "a, b"}})
     assert cfg.namesrv == ["ns1:9876", "ns2:9876"] and cfg.topics == ["a", "b"]
+    (g,) = parse_bridges({"g": {"upstream": "grpcs://proxy:8081", "topics": ["a"]}})
+    assert (g.protocol, g.namesrv, g.tls) == ("grpc", ["proxy:8081"], True)
     assert parse_bridges({"off": {"upstream": "ns:1", "topics": ["a"], "enabled": False}}) == []
 
 
 @pytest.mark.parametrize("table, words", [
-    ({"topics": ["a"], "upstream": "grpc://proxy:8081"}, "gRPC"),
+    ({"pull_topics": ["a"], "upstream": "grpc://proxy:8081"}, "gRPC"),
+    ({"topics": ["a"], "upstream": "http://proxy:8081"}, "scheme"),
     ({"topics": ["a"], "upstream": "ns"}, "host:port"),
     ({"topics": ["a"], "colour": 1}, "unknown keys"),
     ({}, "forwards nothing"),
