@@ -18,7 +18,6 @@ import resource
 import struct
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import trio

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.reliability.crash import grpc_available, run_crash_rounds
-from tests.support.interop import require, INTEROP
+from tests.support.interop import INTEROP, require
 
 
 def check(rep) -> None:
