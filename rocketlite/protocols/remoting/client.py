@@ -169,10 +169,13 @@ class _Connected:
         self.client._nursery = nursery
         return self.client
 
-    async def __aexit__(self, *exc: Any) -> bool | None:
+    async def __aexit__(self, *exc: Any) -> bool:
         assert self.client is not None
         self.client._nursery.cancel_scope.cancel()  # type: ignore[union-attr]
         try:
-            return await self._nursery_cm.__aexit__(*exc)  # type: ignore[no-any-return]
+            # the body's own exception is not handed to the reader's nursery, so it propagates
+            # unwrapped (a ConnectionError stays a ConnectionError, not an ExceptionGroup)
+            await self._nursery_cm.__aexit__(None, None, None)
         finally:
             await self.client.stream.aclose()
+        return False
