@@ -52,18 +52,21 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--queues", type=int, default=4)
+    ap.add_argument("--grpc", action="store_true", help="forward to the upstream's gRPC port instead of remoting")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         up_port = free_port()
+        scheme = "grpc" if args.grpc else "remoting"
         (d / "edge.toml").write_text(
             f'[broker]\ndefault_queue_count = {args.queues}\n'
-            f'[bridges.bench]\nupstream = "127.0.0.1:{up_port}"\ntopics = ["bench"]\nbatch_size = {args.batch}\n'
+            f'[bridges.bench]\nupstream = "{scheme}://127.0.0.1:{up_port}"\ntopics = ["bench"]\n'
+            f'batch_size = {args.batch}\n'
             'retry_min_ms = 50\nretry_max_ms = 200\n')
-        off = ["--set", "grpc.enabled=false", "--set", "mqtt.enabled=false"]
+        off = ["--set", "mqtt.enabled=false"] + ([] if args.grpc else ["--set", "grpc.enabled=false"])
         edge = RocketliteProcess(d / "edge", extra_args=["--config", str(d / "edge.toml"), *off]).start()
         up = RocketliteProcess(d / "up", extra_args=["--set", f"broker.default_queue_count={args.queues}", *off])
-        up.ports["remoting"] = up_port
+        up.ports["grpc" if args.grpc else "remoting"] = up_port
         try:
             body = b"x" * args.size
             with RemotingClient(edge.endpoint("remoting"), timeout=30) as c:
@@ -81,7 +84,7 @@ def main() -> None:
                 time.sleep(0.05)
             dt = time.monotonic() - t0
             e1, u1 = cpu_seconds(edge.proc.pid), cpu_seconds(up.proc.pid)  # type: ignore[union-attr]
-            print(f"bridge drain: {args.messages} x {args.size} B, batch {args.batch}, {args.queues} queues, "
+            print(f"bridge drain over {scheme}: {args.messages} x {args.size} B, batch {args.batch}, {args.queues} queues, "
                   f"load average {os.getloadavg()[0]:.2f}")
             print(f"  {dt:.2f} s  {args.messages / dt:,.0f} msg/s  edge CPU {1e6 * (e1 - e0) / args.messages:.0f} us/msg"
                   f"  upstream CPU {1e6 * (u1 - u0) / args.messages:.0f} us/msg")
