@@ -165,6 +165,57 @@ def test_orderly_consumption_keeps_queue_order(kind: str, srv: RocketliteProcess
         assert seqs == sorted(seqs)
 
 
+def test_two_consumers_of_a_group_share_the_queues(srv: RocketliteProcess, tmp_path: Path) -> None:
+    """Two librocketmq 2.1 push consumers in one group: the consumer list, NOTIFY_CONSUMER_IDS_CHANGED
+    and their rebalance split the queues; together they receive every message."""
+    import queue as queue_mod  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from tests.interop.remoting_support import request  # noqa: PLC0415
+
+    cfg = cfg_for(srv, "stream", "share", timeoutS=25)
+    lines: queue_mod.Queue[tuple[int, dict[str, Any]]] = queue_mod.Queue()
+    procs = [start_client("cpp21", cfg, tmp_path) for _ in range(2)]
+
+    def pump(i: int, p: subprocess.Popen[bytes]) -> None:
+        assert p.stdout is not None
+        for raw in p.stdout:
+            try:
+                lines.put((i, json.loads(raw)))
+            except ValueError:
+                pass
+
+    for i, p in enumerate(procs):
+        threading.Thread(target=pump, args=(i, p), daemon=True).start()
+    try:
+        deadline = time.monotonic() + 15
+        while True:  # both registered (heartbeats) before anything is produced
+            r = request(srv.addr("remoting"), 38, {"consumerGroup": "G_share"})
+            if r.code == 0 and len(json.loads(r.body)["consumerIdList"]) == 2:
+                break
+            assert time.monotonic() < deadline, "consumers did not both register"
+            time.sleep(0.1)
+        n = 40
+        run_client("cpp21", cfg_for(srv, "produce", "share", n=n), tmp_path)
+        got: dict[int, set[str]] = {0: set(), 1: set()}
+        deadline = time.monotonic() + 15
+        while len(got[0] | got[1]) < n:
+            left = deadline - time.monotonic()
+            assert left > 0, f"only {len(got[0] | got[1])} of {n} arrived"
+            try:
+                i, ev = lines.get(timeout=left)
+            except queue_mod.Empty:
+                continue
+            if ev.get("event") == "msg":
+                got[i].add(ev["body"])
+        assert got[0] | got[1] == {f"m-{i}" for i in range(n)}
+        assert got[0] and got[1], "one consumer got everything: the queues were not shared"
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
 def test_transactions_commit_rollback_and_check_back(srv: RocketliteProcess, tmp_path: Path) -> None:
     events = run_client("cpp21", cfg_for(srv, "transaction", "tx"), tmp_path)
     sent = event(events, "sent")["results"]

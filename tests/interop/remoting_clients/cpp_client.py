@@ -122,6 +122,24 @@ def consume(n: int, *, orderly: bool = False, fail_first: bool = False) -> None:
     time.sleep(cfg.get("settleS", 0))  # let the offset persist task run (restart scenario)
 
 
+def stream() -> None:
+    """Print every message as it arrives until the test ends the process (rebalance scenario)."""
+    lock = threading.Lock()
+
+    def on_message(msg: object) -> object:
+        with lock:
+            out({"event": "msg", "body": text(msg.body), "queue": msg.queue_id})  # type: ignore[attr-defined]
+        return rmq.ConsumeStatus.CONSUME_SUCCESS if V2 else None
+
+    c = rmq.PushConsumer(cfg["group"])
+    set_ns(c)
+    c.set_thread_count(1)
+    c.subscribe(cfg["topic"], on_message, "*")
+    c.start()
+    out({"event": "started"})
+    threading.Event().wait()
+
+
 def transactions() -> None:
     """Send three transactional messages: commit, rollback, unknown (resolved by check-back)."""
     checked = threading.Event()
@@ -166,6 +184,8 @@ if __name__ == "__main__":
             consume(cfg["n"], orderly=True)
         elif sc == "retry":
             consume(cfg["n"], fail_first=True)
+        elif sc == "stream":
+            stream()
         elif sc == "transaction":
             transactions()
         else:
