@@ -69,6 +69,7 @@ class BridgeConfig:
     forward_from: str = "first"         # where a new forwarding position starts: first | last
     pull_from: str = "first"            # where a new upstream consumer group starts: first | last
     batch_size: int = 32
+    batch_max_bytes: int = 1048576      # bodies per upstream request (a broker's maxMessageSize covers a whole batch)
     request_timeout_ms: int = 5000
     connect_timeout_ms: int = 3000
     retry_min_ms: int = 200
@@ -248,15 +249,20 @@ def backoff_ms(attempt: int, lo: int, hi: int, rnd: random.Random | None = None)
     return base * (0.8 + 0.2 * r)
 
 
-def runs(msgs: Sequence[Message], n: int) -> list[tuple[int, list[Message]]]:
-    """Split consecutive messages into runs that go to the same upstream queue (order kept)."""
+def runs(msgs: Sequence[Message], n: int, max_bytes: int = 1 << 20) -> list[tuple[int, list[Message]]]:
+    """Split consecutive messages into runs that go to the same upstream queue (order kept), each
+    run's bodies under ``max_bytes`` together (a broker checks a whole batch against its
+    ``maxMessageSize``) unless a single message is larger."""
     out: list[tuple[int, list[Message]]] = []
+    size = 0
     for m in msgs:
         q = upstream_queue(m, n)
-        if out and out[-1][0] == q:
+        if out and out[-1][0] == q and size + len(m.body) <= max_bytes:
             out[-1][1].append(m)
+            size += len(m.body)
         else:
             out.append((q, [m]))
+            size = len(m.body)
     return out
 
 

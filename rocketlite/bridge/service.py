@@ -55,6 +55,7 @@ class Bridge:
         self._workers: set[tuple[str, int]] = set()
         self._pullers: set[tuple[str, str, int]] = set()
         self._new_topic = trio.Event()
+        self._forwards: dict[str, bool] = {}
         self._rnd = random.Random()
 
     # -- status ----------------------------------------------------------------------------------
@@ -102,23 +103,31 @@ class Bridge:
                     pass
                 await self.upstream.aclose()
 
+    def forwards(self, topic: str) -> bool:
+        hit = self._forwards.get(topic)
+        if hit is None:
+            if len(self._forwards) > 10_000:
+                self._forwards.clear()
+            hit = self._forwards[topic] = self.cfg.forwards(topic)
+        return hit
+
     def _on_write(self, msgs: list[Message]) -> None:
         for m in msgs:
-            if (m.topic, m.queue_id) not in self._workers and self.cfg.forwards(m.topic):
+            if (m.topic, m.queue_id) not in self._workers and self.forwards(m.topic):
                 self._new_topic.set()
                 return
 
     async def _discover(self, nursery: trio.Nursery) -> None:
         while True:
+            self._new_topic = trio.Event()  # before the scan: a topic created during it wakes the next one
             for topic in list(self.broker.topic_names()):
-                if not self.cfg.forwards(topic):
+                if not self.forwards(topic):
                     continue
                 for q in self.broker.topic_queue_ids(topic):
                     if (topic, q) not in self._workers:
                         self._workers.add((topic, q))
                         await self._init_position(topic, q)
                         nursery.start_soon(self._forward, topic, q)
-            self._new_topic = trio.Event()
             with trio.move_on_after(5):
                 await self._new_topic.wait()
 
@@ -164,7 +173,7 @@ class Bridge:
                 route = await self.upstream.route(up_topic)
                 if not route.write:
                     raise UpstreamUnavailable(f"no writable queue for {up_topic}")
-                for qi, run in runs(pending, len(route.write)):
+                for qi, run in runs(pending, len(route.write), self.cfg.batch_max_bytes):
                     items = [(m.body, outgoing_properties(m), m.flag, outgoing_sys_flag(m), m.born_timestamp)
                              for m in run]
                     try:

@@ -80,6 +80,9 @@ def test_upstream_queue_is_deterministic_per_queue_and_group() -> None:
     msgs = [Message("t", b"", queue_id=q) for q in (0, 0, 1, 1, 0)]
     assert [(q, len(r)) for q, r in runs(msgs, 2)] == [(0, 2), (1, 2), (0, 1)]
     assert [(q, len(r)) for q, r in runs(msgs, 1)] == [(0, 5)]
+    big = [Message("t", b"x" * 400, queue_id=0) for _ in range(5)]
+    assert [len(r) for _, r in runs(big, 1, max_bytes=1000)] == [2, 2, 1]
+    assert [len(r) for _, r in runs([Message("t", b"x" * 5000, queue_id=0)], 1, max_bytes=1000)] == [1]
 
 
 def test_translation_drops_pending_state() -> None:
