@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -143,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="rocketlite bench grpc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="length of one measurement")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="alternate baseline and rocketlite this many times and report medians (a shared machine's "
+                         "load drifts; interleaving keeps the comparison fair)")
     ap.add_argument("--body", type=int, default=1024)
     ap.add_argument("--inflight", default="1,16")
     ap.add_argument("--target", default="", help="an already running rocketlite gRPC endpoint (host:port)")
@@ -162,12 +166,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 target = stack.enter_context(rocketlite_server())
             for n in levels:
-                rate = asyncio.run(run_sends(f"127.0.0.1:{echo_port}", n, args.seconds, body, "BenchTopic"))
+                base_runs, send_runs = [], []
+                for _ in range(max(1, args.repeat)):
+                    base_runs.append(asyncio.run(run_sends(f"127.0.0.1:{echo_port}", n, args.seconds, body, "BenchTopic")))
+                    send_runs.append(asyncio.run(run_sends(target, n, args.seconds, body, f"BenchSend{n}")))
+                rate = statistics.median(base_runs)
                 results[f"echo_baseline_calls_per_s@{n}"] = rate
-                print(f"grpcio C-core echo baseline  {n:>2} in flight: {rate:8.0f} calls/s", flush=True)
-                rate = asyncio.run(run_sends(target, n, args.seconds, body, f"BenchSend{n}"))
+                print(f"grpcio C-core echo baseline  {n:>2} in flight: {rate:8.0f} calls/s  "
+                      f"(runs: {' '.join(f'{r:.0f}' for r in base_runs)})", flush=True)
+                rate = statistics.median(send_runs)
                 results[f"send_calls_per_s@{n}"] = rate
-                print(f"rocketlite SendMessage       {n:>2} in flight: {rate:8.0f} calls/s", flush=True)
+                print(f"rocketlite SendMessage       {n:>2} in flight: {rate:8.0f} calls/s  "
+                      f"(runs: {' '.join(f'{r:.0f}' for r in send_runs)})", flush=True)
             for n in levels:
                 # the send phase left plenty of messages in BenchSend<n>
                 rate = asyncio.run(run_receives(target, n, args.seconds, f"BenchSend{levels[-1]}", f"bench-recv-{n}"))
