@@ -174,14 +174,7 @@ class Bridge:
                 if not route.write:
                     raise UpstreamUnavailable(f"no writable queue for {up_topic}")
                 for qi, run in runs(pending, len(route.write), self.cfg.batch_max_bytes):
-                    items = [(m.body, outgoing_properties(m), m.flag, outgoing_sys_flag(m), m.born_timestamp)
-                             for m in run]
-                    try:
-                        await self.upstream.send(up_topic, route.write[qi], items, via_default=route.via_default)
-                        METRICS.inc("rocketlite_bridge_forwarded_total", {"bridge": self.cfg.name, "topic": topic},
-                                    len(run))
-                    except UpstreamRejected as exc:
-                        await self._reject(run, str(exc))
+                    await self._send_run(topic, up_topic, route, qi, run)
                     # progress is durable per run: a retry never resends what the upstream took
                     pending = pending[len(run):]
                     await self._commit(topic, q, run[-1].queue_offset + 1)
@@ -193,6 +186,20 @@ class Bridge:
                 self.upstream.forget_route(up_topic)
                 await trio.sleep(backoff_ms(attempt, self.cfg.retry_min_ms, self.cfg.retry_max_ms, self._rnd) / 1000)
                 attempt += 1
+
+    async def _send_run(self, topic: str, up_topic: str, route: Any, qi: int, run: list[Message]) -> None:
+        assert self.upstream is not None
+        items = [(m.body, outgoing_properties(m), m.flag, outgoing_sys_flag(m), m.born_timestamp) for m in run]
+        try:
+            await self.upstream.send(up_topic, route.write[qi], items, via_default=route.via_default)
+            METRICS.inc("rocketlite_bridge_forwarded_total", {"bridge": self.cfg.name, "topic": topic}, len(run))
+        except UpstreamRejected as exc:
+            if len(run) == 1:
+                await self._reject(run, str(exc))
+                return
+            # a batch is refused as a whole: find the culprits one by one, in order
+            for m in run:
+                await self._send_run(topic, up_topic, route, qi, [m])
 
     async def _reject(self, run: list[Message], why: str) -> None:
         """Keep what the upstream refuses for good in a local DLQ instead of blocking the queue."""
