@@ -107,6 +107,7 @@ class MqttConnection:
     # -- input -----------------------------------------------------------------------------------
     async def run(self, receive: Callable[[], Awaitable[bytes]]) -> None:
         st = self.manager.settings
+        linger = False
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
@@ -119,12 +120,14 @@ class MqttConnection:
                         if self.connected:
                             if self.version == 5:
                                 self.send_packet(C.Disconnect(exc.reason, {C.P_REASON_STRING: exc.message[:200]}))
+                                linger = True
                         elif exc.reason in (C.RC_UNSUPPORTED_VERSION,):
                             self.version = 4
                             self._out += C.encode(C.Connack(False, exc.reason), 4)
                     except SessionError as exc:
                         if self.connected and self.version == 5:
                             self.send_packet(C.Disconnect(exc.reason, {C.P_REASON_STRING: str(exc)[:200]}))
+                            linger = True
                     except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
                         pass
                 # let the writer drain what is queued (a DISCONNECT with a reason code), briefly
@@ -132,6 +135,11 @@ class MqttConnection:
                 self._wake.set()
                 with trio.move_on_after(1):
                     await self._writer_done.wait()
+                    if linger:
+                        # Keep reading (and dropping) briefly so the client reads our DISCONNECT:
+                        # closing with unread input would reset the connection and lose it.
+                        while await receive():
+                            pass
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
