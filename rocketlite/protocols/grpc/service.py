@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SERVICE = "/apache.rocketmq.v2.MessagingService/"
 C = pb.Code
+OK_CODE = int(pb.OK)  # module constant: pb.Code.OK goes through a Python __getattr__ on every use
 
 MAX_DELAY_MS = 24 * 3600 * 1000
 MAX_INVISIBLE_MS = 12 * 3600 * 1000
@@ -83,7 +84,7 @@ class Reject(Exception):
         self.message = message
 
 
-def status(code: int = C.OK, message: str = "OK") -> pb.Status:
+def status(code: int = OK_CODE, message: str = "OK") -> pb.Status:
     return pb.Status(code=code, message=message)
 
 
@@ -417,12 +418,12 @@ class MessagingService:
                 resp.entries.add(status=st, message_id=m.system_properties.message_id)
             return resp
         rs = resp.status
-        rs.code = C.OK
+        rs.code = OK_CODE
         rs.message = "OK"
         for msg, r in zip(msgs, results):
             e = resp.entries.add()
             es = e.status
-            es.code = C.OK
+            es.code = OK_CODE
             es.message = "OK"
             e.message_id = msg.properties.get(PROP_UNIQ_KEY) or r.unique_id
             if r.transaction_id:
@@ -650,7 +651,7 @@ class MessagingService:
             resp.entries.add(message_id=e.message_id, receipt_handle=e.receipt_handle, status=st)
         if not codes:
             resp.status.CopyFrom(status(C.BAD_REQUEST, "no entry"))
-        elif all(s.code == C.OK for s in codes):
+        elif all(s.code == OK_CODE for s in codes):
             resp.status.CopyFrom(status())
         elif len(codes) == 1:
             resp.status.CopyFrom(codes[0])
