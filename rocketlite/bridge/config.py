@@ -235,6 +235,13 @@ def incoming_message(bridge: str, topic: str, body: bytes, properties: Mapping[s
     """A message pulled from upstream, as it is published locally."""
     props = {k: v for k, v in properties.items() if k not in _STRIP_IN}
     props[PROP_BRIDGE] = bridge
+    if sys_flag & SYSFLAG_COMPRESSED:
+        # a Java producer zlib-compresses large bodies; MQTT devices expect the payload itself
+        try:
+            body = zlib.decompress(body)
+            sys_flag &= ~SYSFLAG_COMPRESSED
+        except zlib.error:
+            pass  # another codec (5.x LZ4/ZSTD): passed on compressed, flag kept
     msg = Message(topic=topic, body=body, tags=props.get("TAGS", ""), keys=props.get("KEYS", ""), properties=props,
                   flag=flag, sys_flag=sys_flag & (SYSFLAG_COMPRESSED | SYSFLAG_MULTI_TAGS),
                   born_timestamp=born_timestamp)

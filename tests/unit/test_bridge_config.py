@@ -99,6 +99,11 @@ def test_translation_drops_pending_state() -> None:
     grouped = incoming_message("cloud", "cmd", b"", {"__SHARDINGKEY": "g"}, flag=0, sys_flag=0, born_timestamp=0,
                                queue_id=2)
     assert grouped.queue_id == -1  # the local broker hashes the group
+    import zlib
+
+    packed = incoming_message("cloud", "cmd", zlib.compress(b"big" * 100), {}, flag=0, sys_flag=0x1, born_timestamp=0,
+                              queue_id=0)
+    assert packed.body == b"big" * 100 and packed.sys_flag == 0
 
 
 def test_backoff_doubles_and_caps() -> None:
