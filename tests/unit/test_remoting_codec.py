@@ -237,7 +237,7 @@ def test_java_properties() -> None:
 
 # -- fuzzing ------------------------------------------------------------------------------------
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.binary(max_size=512))
 def test_fuzz_decoder_never_crashes(data: bytes) -> None:
     dec = FrameDecoder(max_frame=4096)
@@ -249,7 +249,7 @@ def test_fuzz_decoder_never_crashes(data: bytes) -> None:
         pass
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.binary(max_size=300), st.sampled_from([0, 1]))
 def test_fuzz_frame_bodies(header: bytes, stype: int) -> None:
     frame = struct.pack(">I", (stype << 24) | len(header)) + header + b"body"
@@ -260,7 +260,7 @@ def test_fuzz_frame_bodies(header: bytes, stype: int) -> None:
     assert cmd.body == b"body"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.integers(-(2**31), 2**31 - 1), st.integers(0, 3), st.integers(-(2**15), 2**15 - 1),
     st.dictionaries(st.text(min_size=1, max_size=10), st.text(min_size=1, max_size=20), max_size=5),
