@@ -7,7 +7,11 @@ then chosen as ``broker port - 2`` when that is free.
 
 Per connection: one reader task feeds the sans-IO :class:`FrameDecoder`; every request runs in
 its own task (a parked long-poll PULL must not hold up the rest), at most ``MAX_INFLIGHT`` at a
-time (beyond that the reader stops reading: back-pressure). Writes are serialised by a lock.
+time (beyond that the reader stops reading: back-pressure). Sends to the same (topic, queue) are
+stored in arrival order, like a Java broker's single send thread. Writes are serialised: the first
+writer flushes whatever other tasks queued meanwhile in one system call. Broker-initiated
+requests (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE, GET_CONSUMER_RUNNING_INFO) go over
+the client's own connection, which the handlers keep as ``ClientInfo.session``.
 A malformed frame closes the connection (Java does the same); other connections carry on.
 """
 
