@@ -92,9 +92,9 @@ class Bridge:
             self.broker.write_listeners.append(self._on_write)
             try:
                 if self.cfg.topics or self.cfg.mqtt_filters:
-                    nursery.start_soon(self._discover, nursery)
+                    nursery.start_soon(self._guarded, self._discover, nursery)
                 for topic in self.cfg.pull_topics:
-                    nursery.start_soon(self._discover_upstream, nursery, topic)
+                    nursery.start_soon(self._guarded, self._discover_upstream, nursery, topic)
                 await trio.sleep_forever()
             finally:
                 try:
@@ -117,6 +117,20 @@ class Bridge:
                 self._new_topic.set()
                 return
 
+    async def _guarded(self, fn: Any, *args: Any) -> None:
+        """Run a worker; a bug in it is logged and the worker restarted after a pause, never fatal
+        to the broker (the position is durable, so a restart loses nothing)."""
+        attempt = 0
+        while True:
+            try:
+                await fn(*args)
+                return
+            except Exception:
+                log.exception("bridge %s: %s%s failed; restarting it", self.cfg.name, fn.__name__, args[-2:])
+                METRICS.inc("rocketlite_bridge_retries_total", {"bridge": self.cfg.name})
+                await trio.sleep(backoff_ms(attempt, 1000, max(1000, self.cfg.retry_max_ms), self._rnd) / 1000)
+                attempt += 1
+
     async def _discover(self, nursery: trio.Nursery) -> None:
         while True:
             self._new_topic = trio.Event()  # before the scan: a topic created during it wakes the next one
@@ -127,7 +141,7 @@ class Bridge:
                     if (topic, q) not in self._workers:
                         self._workers.add((topic, q))
                         await self._init_position(topic, q)
-                        nursery.start_soon(self._forward, topic, q)
+                        nursery.start_soon(self._guarded, self._forward, topic, q)
             with trio.move_on_after(5):
                 await self._new_topic.wait()
 
@@ -223,7 +237,7 @@ class Bridge:
                     key = (topic, ref.broker, ref.queue_id)
                     if key not in self._pullers and not route.via_default:
                         self._pullers.add(key)
-                        nursery.start_soon(self._pull, topic, ref)
+                        nursery.start_soon(self._guarded, self._pull, topic, ref)
                 delay = self.cfg.route_refresh_ms / 1000 if route.read and not route.via_default else 1.0
             except UpstreamUnavailable:
                 delay = backoff_ms(attempt, self.cfg.retry_min_ms, self.cfg.retry_max_ms, self._rnd) / 1000

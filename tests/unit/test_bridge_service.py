@@ -105,3 +105,16 @@ async def test_forward_from_last_skips_history(autojump_clock: Any) -> None:
         await trio.sleep(1)
         n.cancel_scope.cancel()
     assert up.stored[0] == [b"new"]
+
+
+async def test_a_failing_worker_is_restarted_not_fatal(autojump_clock: Any) -> None:
+    broker, bridge, up = await setup()
+    calls: list[int] = []
+
+    async def flaky() -> None:
+        calls.append(1)
+        if len(calls) < 3:
+            raise KeyError("bug")
+
+    await bridge._guarded(flaky)
+    assert len(calls) == 3
