@@ -80,8 +80,22 @@ def event(events: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(e for e in events if e.get("event") == name)
 
 
+@pytest.fixture(scope="module")
+def shared_srv(tmp_path_factory: pytest.TempPathFactory):
+    """One rocketlite process for the scenarios of this module (each uses its own topic and
+    groups), which keeps the suite fast; the restart scenario gets its own (own_srv)."""
+    with RocketliteProcess(tmp_path_factory.mktemp("remoting") / "data") as p:
+        yield p
+
+
 @pytest.fixture
-def srv(tmp_path: Path):
+def srv(shared_srv: RocketliteProcess) -> RocketliteProcess:
+    assert shared_srv.proc is not None and shared_srv.proc.poll() is None, "the shared rocketlite died"
+    return shared_srv
+
+
+@pytest.fixture
+def own_srv(tmp_path: Path):
     with RocketliteProcess(tmp_path / "data") as p:
         yield p
 
@@ -249,8 +263,9 @@ def test_delayed_message_arrives_no_earlier_than_asked_cpp(srv: RocketliteProces
 
 
 @pytest.mark.parametrize("kind", ["alions", "cpp21"])
-def test_consumption_resumes_from_committed_offset_after_restart(kind: str, srv: RocketliteProcess,
+def test_consumption_resumes_from_committed_offset_after_restart(kind: str, own_srv: RocketliteProcess,
                                                                  tmp_path: Path) -> None:
+    srv = own_srv
     # ali-ons persists offsets on close; the C++ client every 5 s (it is ended with os._exit)
     settle = {"settleS": 7} if kind != "alions" else {}
     run_client(kind, cfg_for(srv, "produce", f"restart_{kind}", n=10), tmp_path)
