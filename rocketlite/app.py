@@ -102,9 +102,13 @@ class App:
                         fe = load_frontend(name)
                         if fe is None:
                             continue
-                        host, port = await nursery.start(fe.serve, ctx)
-                        ctx.addresses[name] = (host, port)
-                        self.addresses[name] = (display_host(host, s), port)
+                        started = await nursery.start(fe.serve, ctx)
+                        # (host, port), or {listener name: (host, port)} for a front-end with several
+                        # listeners (remoting: NameServer and Broker roles).
+                        for lname, (host, port) in (started.items() if isinstance(started, dict)
+                                                    else [(name, started)]):
+                            ctx.addresses[lname] = (host, port)
+                            self.addresses[lname] = (display_host(host, s), port)
                     if s.data.get("bridges"):  # edge-to-cloud bridges (docs/bridge.md)
                         from rocketlite.bridge.service import run_bridges
 

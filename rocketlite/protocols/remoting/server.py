@@ -319,7 +319,10 @@ class RemotingFrontEnd:
             async with trio.open_nursery() as nursery:
                 for lst in listeners:
                     nursery.start_soon(_accept_loop, lst, self.service, nursery)
-                task_status.started((host, actual_ns))
+                started = {"remoting": (host, actual_ns)}
+                if actual_broker != actual_ns:
+                    started["broker"] = (host, actual_broker)  # READY ... broker=HOST:PORT
+                task_status.started(started)
         finally:
             for lst in listeners:
                 with trio.CancelScope(shield=True):
