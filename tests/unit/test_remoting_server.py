@@ -62,7 +62,8 @@ async def serve(*, ports: tuple[int, int] = (0, 0), **settings: Any) -> AsyncIte
         s.set("remoting", "port", ports[0])
         s.set("remoting", "broker_port", ports[1])
         fe = RemotingFrontEnd()
-        host, port = await nursery.start(fe.serve, FrontEndContext(broker=broker, settings=s))
+        started = await nursery.start(fe.serve, FrontEndContext(broker=broker, settings=s))
+        host, port = started["remoting"]
         yield Srv(broker, fe, host, port)
         nursery.cancel_scope.cancel()
 
