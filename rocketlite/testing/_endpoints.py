@@ -40,6 +40,11 @@ class Endpoints:
         return self.endpoint("remoting")
 
     @property
+    def broker_addr(self) -> str:
+        """``"127.0.0.1:port"`` of the remoting Broker role (what routes point at)."""
+        return self.endpoint("broker")
+
+    @property
     def grpc_endpoint(self) -> str:
         """``"127.0.0.1:port"`` for RocketMQ 5 gRPC clients (``ClientConfiguration`` endpoints)."""
         return self.endpoint("grpc")

@@ -251,3 +251,12 @@ async def test_invisibility_timeout_and_retry_backoff_under_autojump_clock(
         assert retried.body == b"work"
         assert 7200 <= trio.current_time() - t1 < 7300
     assert time.monotonic() - wall < 1.0
+
+
+def test_remoting_endpoints_when_present() -> None:
+    with RocketliteServer(protocols=("remoting",)) as rl:
+        if "remoting" not in rl.addresses:
+            pytest.skip("this build has no remoting front-end")
+        assert rl.namesrv_addr == rl.endpoint("remoting")
+        if "broker" in rl.addresses:
+            assert rl.broker_addr.startswith("127.0.0.1:") and rl.broker_addr != rl.namesrv_addr
