@@ -11,7 +11,7 @@ import concurrent.futures
 import os
 import threading
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, NoReturn, TypeVar
 
 import trio
 
@@ -283,7 +283,7 @@ class RocketliteServer(Endpoints):
 
     def _call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
         if self._token is None or self._calls is None or not self.running:
-            raise RuntimeError("the in-process rocketlite is not running (start() it first)")
+            self._not_running()
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         calls = self._calls
 
@@ -353,8 +353,14 @@ class RocketliteServer(Endpoints):
 
     def _handle(self) -> Rocketlite:
         if self._rl is None:
-            raise RuntimeError("the in-process rocketlite is not running (start() it first)")
+            self._not_running()
+        assert self._rl is not None
         return self._rl
+
+    def _not_running(self) -> NoReturn:
+        if self._error is not None:
+            raise RuntimeError(f"the in-process rocketlite crashed: {_unwrap(self._error)!r}") from self._error
+        raise RuntimeError("the in-process rocketlite is not running (start() it first)")
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -260,3 +260,20 @@ def test_remoting_endpoints_when_present() -> None:
         assert rl.namesrv_addr == rl.endpoint("remoting")
         if "broker" in rl.addresses:
             assert rl.broker_addr.startswith("127.0.0.1:") and rl.broker_addr != rl.namesrv_addr
+
+
+def test_a_crashed_broker_says_why() -> None:
+    srv = RocketliteServer(protocols=()).start()
+
+    async def crash() -> None:
+        async def boom() -> None:
+            raise OSError("disk on fire")
+
+        srv.app.ctx.broker.runtime.spawn(boom)  # type: ignore[union-attr]
+
+    srv.call(crash)
+    assert srv._thread is not None
+    srv._thread.join(10)
+    with pytest.raises(RuntimeError, match="crashed.*disk on fire"):
+        srv.peek("x")
+    srv.stop()
