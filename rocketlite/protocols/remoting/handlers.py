@@ -36,6 +36,7 @@ from rocketlite.core.message import (
     SYSFLAG_COMPRESSED,
     Message,
 )
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.remoting.codec import (
     FLAG_ONEWAY,
     STANDARD_JSON_VERSION,
@@ -529,6 +530,10 @@ class RemotingService:
         if group and (sys_flag & 0xC == 0x4 or ext_bool(props.get("TRAN_MSG"))):
             self._ensure_producer(session, group)
         results = await self.broker.send(msgs)
+        if len(msgs) == 1:
+            METRICS.messages_in(PROTOCOL, topic, 1, len(msgs[0].body))
+        else:
+            METRICS.messages_in(PROTOCOL, topic, len(msgs), sum(len(m.body) for m in msgs))
         first = results[0]
         ext = {
             "msgId": ",".join(self.msg_id(r.commit_offset) for r in results),
@@ -573,6 +578,7 @@ class RemotingService:
         if res.status is PullStatus.FOUND:
             parts = []
             size = 0
+            nbytes = 0
             next_offset = res.next_offset
             for m in res.messages:
                 rec = self.record(m)
@@ -581,6 +587,8 @@ class RemotingService:
                     break
                 parts.append(rec)
                 size += len(rec)
+                nbytes += len(m.body)
+            METRICS.messages_out(PROTOCOL, topic, len(parts), nbytes)
             ext.update(nextBeginOffset=next_offset, topicSysFlag=0, groupSysFlag=0)
             return cmd.response(ext=ext, body=b"".join(parts), remark="FOUND")
         ext["nextBeginOffset"] = res.next_offset
@@ -885,6 +893,7 @@ class RemotingService:
         parts = []
         starts: dict[tuple[int, int], int] = {}
         offs: dict[tuple[int, int], list[int]] = {}
+        METRICS.messages_out(PROTOCOL, topic, len(items), sum(len(msg.body) for msg, _ in items))
         for msg, handle in items:
             h = parse_handle(handle)
             m = msg.copy()

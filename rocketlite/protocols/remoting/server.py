@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.remoting.codec import (
     FLAG_ONEWAY,
     FLAG_RESPONSE,
@@ -157,6 +158,7 @@ class Connection:
 
     async def serve(self) -> None:
         decoder = FrameDecoder()
+        METRICS.connection_opened("remoting")
         try:
             while True:
                 try:
@@ -185,6 +187,7 @@ class Connection:
                     self.nursery.start_soon(self._run_request, cmd, token, self._send_order(cmd))
         finally:
             self.closed = True
+            METRICS.connection_closed("remoting")
             self.service.connection_closed(self)
 
 
