@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.grpc import messaging_pb2
 from rocketlite.protocols.grpc.codec import (
     DEADLINE_EXCEEDED,
@@ -363,6 +364,7 @@ class GrpcServer:
         except OSError:
             pass
         self.connections += 1
+        METRICS.connection_opened("grpc")
         try:
             with trio.move_on_after(self.handshake_timeout) as sniff:
                 first = await stream.receive_some(65536)
@@ -395,6 +397,7 @@ class GrpcServer:
                     pass
         finally:
             self.connections -= 1
+            METRICS.connection_closed("grpc")
 
 
 _IO_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError)

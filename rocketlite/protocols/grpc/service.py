@@ -33,6 +33,7 @@ from rocketlite.core.message import (
     SYSFLAG_TRANSACTION_MASK,
     Message,
 )
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.grpc import messaging_pb2 as pb
 from rocketlite.protocols.grpc.codec import INTERNAL, GrpcError
 from rocketlite.protocols.grpc.server import Call
@@ -417,6 +418,8 @@ class MessagingService:
             for m in messages:
                 resp.entries.add(status=st, message_id=m.system_properties.message_id)
             return resp
+        for msg in msgs:
+            METRICS.messages_in("grpc", msg.topic, 1, len(msg.body))
         rs = resp.status
         rs.code = OK_CODE
         rs.message = "OK"
@@ -628,6 +631,7 @@ class MessagingService:
             )
         else:
             await call.send(pb.ReceiveMessageResponse(status=status()).SerializeToString())
+            METRICS.messages_out("grpc", topic, len(items), sum(len(it[0].body) for it in items))
             now = self.broker.now_ms()
             for msg, handle, attempt in items:
                 if req.auto_renew:
@@ -753,6 +757,7 @@ class MessagingService:
             return
         if res.messages:
             await call.send(pb.PullMessageResponse(status=status()).SerializeToString())
+            METRICS.messages_out("grpc", topic, len(res.messages), sum(len(m.body) for m in res.messages))
             for m in res.messages:
                 await call.send(pb.PullMessageResponse(message=self.to_pb(m)).SerializeToString())
         elif res.status.value == "OFFSET_ILLEGAL":
