@@ -192,6 +192,10 @@ class LmdbStore:
         self._env_users = 0  # reads and syncs running in threads
         self._env_closing = False
         self._env_released: trio.Event | None = None
+        # set by the app: called on the Trio thread after each transaction of write batches with
+        # (batches merged into it, seconds the commit took, fsync included in sync mode)
+        self.commit_hook: Callable[[int, float], None] | None = None
+        self._commit_samples: list[tuple[int, float]] = []  # appended by the writer thread
         self._reset_state()
         self._reset_pending()
         self._drop_tail()
@@ -579,6 +583,8 @@ class LmdbStore:
                     for op in group:
                         if op.error is None:
                             op.error = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+            if self._commit_samples:
+                self._report_commits()
             if self._dirty is not None:
                 self._dirty.set()
             self._remember(group, failed)
@@ -592,6 +598,17 @@ class LmdbStore:
                 self._wake(op)
             self._leading = False
             self._promote()
+
+    def _report_commits(self) -> None:
+        samples, self._commit_samples = self._commit_samples, []
+        hook = self.commit_hook
+        if hook is None:
+            return
+        try:
+            for n, seconds in samples:
+                hook(n, seconds)
+        except Exception:  # noqa: BLE001 - metrics must never fail a write
+            log.exception("store commit hook failed")
 
     # -- the writer (runs in a worker thread, one group at a time) --------------------------------
     def _commit_group(self, group: list[_Op]) -> bool:
@@ -638,6 +655,7 @@ class LmdbStore:
         topics: dict[str, int] = {}
         added = 0
         env = self._env
+        t0 = time.perf_counter()
         try:
             with env.begin(write=True) as txn:
                 logc = cq = keys = None
@@ -695,6 +713,8 @@ class LmdbStore:
         self._commits += 1
         if self.flush == "sync":
             self._fsyncs += 1
+        if self.commit_hook is not None:
+            self._commit_samples.append((len(ops), time.perf_counter() - t0))
         return True
 
     def _fail(self, ops: list[_Op], exc: Exception) -> None:
