@@ -13,6 +13,7 @@ import trio
 from rocketlite.config import Settings
 from rocketlite.core.broker import Broker, BrokerSettings
 from rocketlite.frontends import FRONTENDS, FrontEndContext, load_frontend
+from rocketlite.metrics import METRICS
 from rocketlite.runtime import TrioRuntime
 from rocketlite.storage import open_store
 
@@ -39,6 +40,12 @@ def broker_settings(settings: Settings) -> BrokerSettings:
     kwargs["retention_age_ms"] = int(hours * 3600_000) if hours > 0 else None
     kwargs["retention_bytes"] = int(max_mb * 1024 * 1024) if max_mb > 0 else None
     return BrokerSettings(**kwargs)
+
+
+def report_commit(batches: int, seconds: float) -> None:
+    """The store's commit hook (LMDB): group-commit size and latency histograms on /metrics."""
+    METRICS.observe("rocketlite_store_commit_batch_size", None, batches)
+    METRICS.observe("rocketlite_store_commit_seconds", None, seconds)
 
 
 def display_host(bound: str, settings: Settings) -> str:
@@ -83,6 +90,8 @@ class App:
             map_size_mb=int(st.get("map_size_mb", 4096)),
             min_free_disk_mb=int(st.get("min_free_disk_mb", 64)),
         ) if data_dir is not None else open_store(None)
+        if hasattr(store, "commit_hook"):
+            store.commit_hook = report_commit  # type: ignore[attr-defined]
         await store.open()
         try:
             with trio.CancelScope() as cancel:
