@@ -171,7 +171,7 @@ def main() -> int:
     ap.add_argument("--connections", type=int, default=10_000)
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--keepalive", type=int, default=30)
-    ap.add_argument("--rate", type=int, default=1000, help="new connections per second while ramping up")
+    ap.add_argument("--rate", type=int, default=250, help="new connections per second while ramping up")
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = min(hard, max(soft, a.connections * 2 + 1024))
