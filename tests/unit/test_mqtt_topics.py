@@ -47,7 +47,7 @@ filters = st.lists(st.sampled_from(["a", "b", "", "+", "$x"]), min_size=1, max_s
     lambda ls: st.sampled_from(["/".join(ls), "/".join(ls + ["#"])]))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(filters, max_size=8, unique=True), st.lists(topics, max_size=5))
 def test_trie_agrees_with_brute_force(flts, tps):
     t = SubscriptionTrie()
