@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rocketlite.core.broker import Broker
-from rocketlite.core.message import Message
+from rocketlite.core.message import PROP_MQTT_TOPIC, Message
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.mapping import (
     delivery_from_message,
@@ -471,10 +471,9 @@ class MqttManager:
         for m in msgs:
             if is_excluded_topic(m.topic):
                 continue
-            d = delivery_from_message(m)
-            matches = trie.match(d.topic)
+            matches = trie.match(m.properties.get(PROP_MQTT_TOPIC) or m.topic)
             if matches:
-                self._fan_out(d, matches)
+                self._fan_out(delivery_from_message(m), matches)
 
     def _fan_out(self, d: Delivery, matches: list[tuple[Any, Any]]) -> None:
         if len(matches) == 1:
