@@ -347,8 +347,10 @@ class Broker:
         for msg in msgs:
             if len(msg.body) > self.settings.max_message_size:
                 raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {self.settings.max_message_size}")
-            self.validate_topic_name(msg.topic)
-            tc = await self.get_or_create_topic(msg.topic, queues=1 if msg.topic.startswith("%") else None)
+            tc = self.topics.get(msg.topic)  # known topics were validated when created
+            if tc is None:
+                self.validate_topic_name(msg.topic)
+                tc = await self.get_or_create_topic(msg.topic, queues=1 if msg.topic.startswith("%") else None)
             if not tc.perm & 2:
                 raise BadRequest(f"topic {msg.topic} is not writable")
             msg.queue_id = self.select_queue(tc, msg)
