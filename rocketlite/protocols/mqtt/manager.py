@@ -103,6 +103,9 @@ class MqttManager:
         self.retained: dict[str, Delivery] = {}
         self.sys_retained: dict[str, Delivery] = {}
         self.pending_wills: dict[str, tuple[int, C.Will, int]] = {}  # cid -> (due ms, will, version)
+        # Called when a will or a session expiry is scheduled, so the housekeeping loop (which
+        # sleeps until next_deadline_ms) wakes up and re-plans.
+        self.on_schedule: Any = None
         self._share_rr: dict[tuple[str, str], int] = {}
         self._restored: dict[str, list[list[Any]]] = {}  # cid -> pending refs loaded from the store
         self.started_at = time.monotonic()
@@ -111,6 +114,19 @@ class MqttManager:
 
     def now(self) -> int:
         return self.broker.now_ms()
+
+    def next_deadline_ms(self) -> int | None:
+        """When housekeeping_tick next has work: the earliest due will or session expiry."""
+        due = [d for d, _w, _v in self.pending_wills.values()]
+        for cid, since in self.offline_since.items():
+            sess = self.sessions.get(cid)
+            if sess is not None and sess.expiry_interval != NEVER:
+                due.append(since + sess.expiry_interval * 1000)
+        return min(due) if due else None
+
+    def _scheduled(self) -> None:
+        if self.on_schedule is not None:
+            self.on_schedule()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -363,6 +379,7 @@ class MqttManager:
             if delay and s.expiry_interval:
                 due = now + min(delay, s.expiry_interval) * 1000
                 self.pending_wills[cid] = (due, will, conn.version)
+                self._scheduled()
             else:
                 await self.publish_will(will, cid)
         if s.expiry_interval == 0:
@@ -370,6 +387,7 @@ class MqttManager:
             return
         s.drop_qos0()
         self.offline_since[cid] = now
+        self._scheduled()
         self._snapshot_offsets(s)
         await self._persist(s)
 

@@ -338,9 +338,27 @@ class MqttFrontEnd:
             await trio.serve_listeners(limited(lambda stream: handle_tcp(manager, stream), get_limiter(ctx)), listeners)
 
     async def _housekeeping(self, manager: MqttManager) -> None:
+        """Sleep until the next due will, session expiry or $SYS publish (or until the manager
+        schedules a new one), then run a tick. No polling: under a MockClock an hour of idle
+        broker time costs a handful of wake-ups."""
         last_sys = -math.inf
+        wake = trio.Event()
+
+        def rearm() -> None:
+            wake.set()
+
+        manager.on_schedule = rearm
         while True:
-            await trio.sleep(0.1)
+            waits = []
+            due = manager.next_deadline_ms()
+            if due is not None:
+                waits.append(max(0.0, (due - manager.now()) / 1000.0))
+            if manager.settings.sys_interval:
+                waits.append(max(0.0, last_sys + manager.settings.sys_interval - trio.current_time()))
+            with trio.move_on_after(min(waits) if waits else math.inf):
+                await wake.wait()
+            if wake.is_set():
+                wake = trio.Event()
             try:
                 await manager.housekeeping_tick()
                 if manager.settings.sys_interval and trio.current_time() - last_sys >= manager.settings.sys_interval:
