@@ -152,3 +152,32 @@ async def test_lmdb_commit_hook_reports_batches_and_seconds(tmp_path: Path) -> N
         assert res[0].queue_offset == 0
     finally:
         await broken.close()
+
+
+def test_mqtt_reports_connections_and_messages(tmp_path: Path) -> None:
+    """paho publishes to mw/a/b (RocketMQ topic mw) and receives it back; the scrape shows it."""
+    mqtt = pytest.importorskip("paho.mqtt.client")
+    import queue
+
+    with RocketliteProcess(tmp_path / "d") as srv:
+        host, port = srv.addr("mqtt")
+        got: "queue.Queue[bytes]" = queue.Queue()
+        subscribed: "queue.Queue[int]" = queue.Queue()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="metrics-mqtt")
+        c.on_message = lambda _c, _u, msg: got.put(msg.payload)
+        c.on_subscribe = lambda *_a: subscribed.put(1)
+        c.connect(host, port)
+        c.loop_start()
+        try:
+            c.subscribe("mw/#", qos=1)
+            subscribed.get(timeout=10)
+            c.publish("mw/a/b", b"hello", qos=1).wait_for_publish(10)
+            assert got.get(timeout=10) == b"hello"
+            fams = scrape(srv)
+        finally:
+            c.loop_stop()
+            c.disconnect()
+    assert value(fams, "rocketlite_connections", "rocketlite_connections", protocol="mqtt") >= 1
+    assert value(fams, "rocketlite_messages_in", "rocketlite_messages_in_total", protocol="mqtt", topic="mw") == 1
+    assert value(fams, "rocketlite_messages_out", "rocketlite_messages_out_total", protocol="mqtt", topic="mw") == 1
+    assert value(fams, "rocketlite_bytes_in", "rocketlite_bytes_in_total", protocol="mqtt", topic="mw") == 5

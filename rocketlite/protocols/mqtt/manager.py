@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from rocketlite.core.broker import Broker
 from rocketlite.core.message import PROP_MQTT_TOPIC, Message
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.mapping import (
     delivery_from_message,
@@ -463,6 +464,8 @@ class MqttManager:
         msgs = [message_from_publish(p.topic, p.payload, p.qos, p.retain, p.properties, cid, peer) for p in pkts]
         self.stats["received"] += len(pkts)
         await self.broker.send(msgs)
+        for m in msgs:
+            METRICS.messages_in("mqtt", m.topic, 1, len(m.body))
         puts: list[tuple[str, bytes, Any]] = []
         deletes: list[tuple[str, bytes]] = []
         for p, m in zip(pkts, msgs):

@@ -20,8 +20,10 @@ import trio
 
 from rocketlite.core.errors import BrokerError
 from rocketlite.frontends import FrontEndContext
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.manager import MqttManager, MqttSettings
+from rocketlite.protocols.mqtt.mapping import rocketmq_topic
 from rocketlite.protocols.mqtt.session import Session, SessionError
 from rocketlite.security.acl import get_acl
 from rocketlite.security.limits import get_limiter, limited
@@ -31,6 +33,20 @@ log = logging.getLogger("rocketlite.mqtt")
 
 MAX_OUT_BUFFER = 16 * 1024 * 1024  # beyond this, QoS 0 deliveries to a slow client are dropped
 
+
+
+_TOPIC_CACHE: dict[str, str] = {}
+
+
+def rocketmq_topic_cached(mqtt_topic: str) -> str:
+    """The RocketMQ topic an MQTT topic maps to (metrics labels), memoised within a bound."""
+    t = _TOPIC_CACHE.get(mqtt_topic)
+    if t is None:
+        t = rocketmq_topic(mqtt_topic)
+        if len(_TOPIC_CACHE) > 4096:
+            _TOPIC_CACHE.clear()
+        _TOPIC_CACHE[mqtt_topic] = t
+    return t
 
 class MqttConnection:
     """One network connection (TCP or WebSocket)."""
@@ -65,6 +81,7 @@ class MqttConnection:
                 self.manager.stats["dropped"] += 1
                 return
             self.manager.stats["sent"] += 1
+            METRICS.messages_out("mqtt", rocketmq_topic_cached(pkt.topic), 1, len(pkt.payload))
             self._out += C.encode_publish(pkt, self.version)
         elif pkt.__class__ is C.Ack and not pkt.reason and not pkt.properties:
             self._out += C.encode_ack(pkt.kind, pkt.packet_id)
@@ -108,6 +125,7 @@ class MqttConnection:
     async def run(self, receive: Callable[[], Awaitable[bytes]]) -> None:
         st = self.manager.settings
         linger = False
+        METRICS.connection_opened("mqtt")
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer)
@@ -142,6 +160,7 @@ class MqttConnection:
                             pass
                 nursery.cancel_scope.cancel()
         finally:
+            METRICS.connection_closed("mqtt")
             with trio.CancelScope(shield=True):
                 try:
                     await self.manager.connection_lost(self, graceful=self.graceful)
