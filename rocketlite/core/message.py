@@ -113,6 +113,25 @@ class Message:
         return new
 
 
+def message_fields(m: Message) -> dict[str, object]:
+    """The stored fields of a message as plain JSON-able values (no body): for admin views and wires."""
+    return {
+        "topic": m.topic,
+        "queue_id": m.queue_id,
+        "queue_offset": m.queue_offset,
+        "commit_offset": m.commit_offset,
+        "tags": m.tags,
+        "keys": m.keys,
+        "properties": dict(m.properties),
+        "flag": m.flag,
+        "sys_flag": m.sys_flag,
+        "born_timestamp": m.born_timestamp,
+        "born_host": m.born_host,
+        "store_timestamp": m.store_timestamp,
+        "reconsume_times": m.reconsume_times,
+    }
+
+
 @dataclass(slots=True, frozen=True)
 class SendResult:
     """What a send returns to the protocol: where the message landed."""

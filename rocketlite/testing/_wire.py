@@ -5,25 +5,13 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from rocketlite.core.message import Message, SendResult
+from rocketlite.core.message import Message, SendResult, message_fields
 from rocketlite.testing import _ops
 
 
 def message_to_json(m: Message) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "topic": m.topic,
-        "queue_id": m.queue_id,
-        "queue_offset": m.queue_offset,
-        "commit_offset": m.commit_offset,
-        "tags": m.tags,
-        "keys": m.keys,
-        "properties": dict(m.properties),
-        "flag": m.flag,
-        "sys_flag": m.sys_flag,
-        "born_timestamp": m.born_timestamp,
-        "born_host": m.born_host,
-        "store_timestamp": m.store_timestamp,
-        "reconsume_times": m.reconsume_times,
+        **message_fields(m),
         "msg_id": m.unique_id,
         "body_b64": base64.b64encode(m.body).decode(),
     }

@@ -32,6 +32,7 @@ from rocketlite.core.message import (
     PROP_RETRY_TOPIC,
     PROP_UNIQ_KEY,
     Message,
+    message_fields,
 )
 from rocketlite.frontends import FrontEndContext
 from rocketlite.metrics import METRICS, Registry, Sample, label_key
@@ -133,19 +134,7 @@ def delivery_state(broker: Broker, m: Message) -> list[dict[str, Any]]:
 def message_json(broker: Broker, m: Message, *, full_body: bool = False) -> dict[str, Any]:
     return {
         "unique_id": m.unique_id,
-        "topic": m.topic,
-        "queue_id": m.queue_id,
-        "queue_offset": m.queue_offset,
-        "commit_offset": m.commit_offset,
-        "tags": m.tags,
-        "keys": m.keys,
-        "properties": dict(m.properties),
-        "flag": m.flag,
-        "sys_flag": m.sys_flag,
-        "born_timestamp": m.born_timestamp,
-        "born_host": m.born_host,
-        "store_timestamp": m.store_timestamp,
-        "reconsume_times": m.reconsume_times,
+        **message_fields(m),
         **body_fields(m.body, full_body),
         "delivery": delivery_state(broker, m),
     }
