@@ -47,6 +47,8 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with overrides of config/rocketlite.toml")
+    p.add_argument("--profile", choices=["default", "strict"],
+                   help="strict: authentication on, no auto-created topics, admin token required")
     p.add_argument("--data-dir", help="directory of the LMDB environment (default ./rocketlite-data)")
     p.add_argument("--host", help="listen address of every front-end")
     p.add_argument("--advertised-host", help="address clients are told to connect to (routes)")
@@ -74,7 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> Any:
             "mqtt_port", "http_port", "flush", "ephemeral", "log_level", "log_format",
         )
     }
-    s = build_settings(config_file=args.config, overrides=overrides, sets=args.set)
+    s = build_settings(config_file=args.config, overrides=overrides, sets=args.set, profile=args.profile)
     for name in args.disable:
         s.set(name, "enabled", False)
     return s
@@ -96,6 +98,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             await nursery.start(app.run)
             sys.stdout.write(app.ready_line() + "\n")
             sys.stdout.flush()
+            if settings.generated_admin_token:
+                log.warning("profile strict: admin API token (set http.admin_token to choose one): %s",
+                            settings.get("http", "admin_token"))
             where = settings.data_dir or "memory (ephemeral)"
             log.info("rocketlite %s ready in %.0f ms, data: %s", __version__, (time.monotonic() - t0) * 1000, where)
 

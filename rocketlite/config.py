@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -55,6 +56,8 @@ def _coerce(value: str, like: Any) -> Any:
 @dataclass
 class Settings:
     data: dict[str, dict[str, Any]] = field(default_factory=load_defaults)
+    profile: str = "default"
+    generated_admin_token: bool = False
 
     def get(self, section: str, key: str, default: Any = None) -> Any:
         return self.data.get(section, {}).get(key, default)
@@ -115,16 +118,32 @@ class Settings:
         return bool(self.get(frontend, "enabled", False))
 
 
+PROFILES = ("default", "strict")
+
+
+def load_profile(name: str) -> dict[str, dict[str, Any]]:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    if name == "default":
+        return {}
+    text = resources.files("rocketlite").joinpath("profiles", f"{name}.toml").read_text()
+    return tomllib.loads(text)
+
+
 def build_settings(
     *,
     config_file: str | None = None,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
     sets: list[str] | None = None,
+    profile: str | None = None,
 ) -> Settings:
-    """Defaults, then the file, then the environment, then flags (``overrides`` by short name)."""
+    """Defaults, then the profile, then the file, then the environment, then flags (``overrides`` by short name)."""
     s = Settings()
     env = os.environ if environ is None else environ
+    profile = profile or env.get("ROCKETLITE_PROFILE") or "default"
+    s.merge(load_profile(profile))
+    s.profile = profile
     config_file = config_file or env.get("ROCKETLITE_CONFIG")
     if config_file:
         with open(config_file, "rb") as f:
@@ -146,6 +165,9 @@ def build_settings(
         if not key:
             raise ValueError(f"--set wants section.key=value, got {item!r}")
         s.set(sec, key, value)
+    if profile == "strict" and not s.get("http", "admin_token"):
+        s.set("http", "admin_token", secrets.token_urlsafe(24))
+        s.generated_admin_token = True
     flush = s.get("storage", "flush")
     if flush not in ("sync", "async"):
         raise ValueError(f"storage.flush must be sync or async, not {flush!r}")

@@ -70,3 +70,22 @@ def test_broker_section_reaches_broker_settings() -> None:
     assert b.timer_max_delay_ms is None
     assert b.max_reconsume_times == 16
     assert b.retention_age_ms == 72 * 3600_000
+
+
+def test_strict_profile_turns_security_on_and_auto_create_off() -> None:
+    s = build_settings(environ={}, profile="strict")
+    assert s.get("security", "enabled") is True
+    assert s.get("broker", "auto_create_topics") is False
+    assert s.get("http", "admin_token") and s.generated_admin_token
+    # still overridable, like every key
+    s2 = build_settings(environ={"ROCKETLITE_PROFILE": "strict", "ROCKETLITE_HTTP_ADMIN_TOKEN": "t0k"},
+                        overrides={"broker.auto_create_topics": "true"})
+    assert s2.profile == "strict"
+    assert s2.get("http", "admin_token") == "t0k" and not s2.generated_admin_token
+    assert s2.get("broker", "auto_create_topics") is True
+    assert build_settings(environ={}).get("security", "enabled") is False
+
+
+def test_unknown_profile_is_refused() -> None:
+    with pytest.raises(ValueError):
+        build_settings(environ={}, profile="lax")
