@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rocketlite.admin.client import RemotingClient  # noqa: E402
+from rocketlite.bench import proc_cpu_s  # noqa: E402
 from rocketlite.protocols.remoting.codec import BatchItem, RequestCode, encode_batch  # noqa: E402
 from tests.support.server import RocketliteProcess  # noqa: E402
 
@@ -32,9 +33,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+cpu_seconds = proc_cpu_s
 
 
 def appended(srv: RocketliteProcess, topic: str) -> int:

@@ -20,7 +20,6 @@ import multiprocessing as mp
 import os
 import shutil
 import socket
-import statistics
 import struct
 import subprocess
 import sys

@@ -19,15 +19,13 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rocketlite.bench import proc_rss_kb  # noqa: E402
 from tests.reliability.hostile import run_hostile  # noqa: E402
 from tests.support.server import RocketliteProcess  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    return proc_rss_kb(pid) / 1024
 
 
 def main() -> int:

@@ -12,7 +12,6 @@ works). Exit 1 if any connection was lost or refused.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import resource
 import struct
@@ -24,6 +23,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rocketlite.bench import proc_cpu_s, proc_rss_kb  # noqa: E402
 from tests.support.server import RocketliteProcess  # noqa: E402
 
 
@@ -47,13 +47,7 @@ def connect_packet(cid: str, keepalive: int) -> bytes:
 
 def proc_stats(pid: int) -> tuple[float, float]:
     """(RSS MB, CPU seconds user+system) of a process."""
-    rss = 0.0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) / 1024
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return rss, cpu
+    return proc_rss_kb(pid) / 1024, proc_cpu_s(pid)
 
 
 class Stats:

@@ -185,7 +185,8 @@ def _bench_appends(opts: argparse.Namespace, root: str) -> list[dict[str, Any]]:
     return rows
 
 
-def _rss_kb(pid: int) -> int:
+def proc_rss_kb(pid: int) -> int:
+    """Resident set size of a process in KiB (0 when it cannot be read)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -196,7 +197,8 @@ def _rss_kb(pid: int) -> int:
     return 0
 
 
-def _proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0.0 when it cannot be read)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
@@ -229,9 +231,9 @@ def _serve_once(data_dir: str | None, idle_s: float) -> tuple[float, float, int,
                 raise RuntimeError(f"rocketlite exited with {proc.wait()} before READY")
             buf += chunk
         ready = time.perf_counter() - t0
-        ready_cpu = _proc_cpu_s(proc.pid)
+        ready_cpu = proc_cpu_s(proc.pid)
         time.sleep(idle_s)
-        rss = _rss_kb(proc.pid)
+        rss = proc_rss_kb(proc.pid)
         return ready, ready_cpu, rss, buf.split(b"\n", 1)[0].decode()
     finally:
         sel.close()

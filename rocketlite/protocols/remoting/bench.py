@@ -25,6 +25,7 @@ from typing import Any
 
 import trio
 
+from rocketlite.bench import proc_cpu_s
 from rocketlite.protocols.remoting.client import RemotingClient
 
 
@@ -136,15 +137,6 @@ async def consume(host: str, port: int, topic: str, queues: int, total: int) -> 
     return Figure("consume", queues, got[0], time.perf_counter() - t0)
 
 
-def _proc_cpu_s(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
 def _count_records(body: bytes) -> int:
     n = pos = 0
     while pos + 4 <= len(body):
@@ -206,9 +198,9 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         try:
             bhost, bport, queues = await broker_address(host, ns_port, "bench")
             async def measured(coro: Any) -> None:
-                cpu0 = _proc_cpu_s(proc.pid)
+                cpu0 = proc_cpu_s(proc.pid)
                 f = await coro
-                f.server_cpu_s = _proc_cpu_s(proc.pid) - cpu0
+                f.server_cpu_s = proc_cpu_s(proc.pid) - cpu0
                 figures.append(f)
 
             for conc in args.concurrency:
