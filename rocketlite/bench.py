@@ -207,44 +207,68 @@ def proc_cpu_s(pid: int) -> float:
         return 0.0
 
 
-def _serve_once(data_dir: str | None, idle_s: float) -> tuple[float, float, int, str]:
+def spawn_serve(args: list[str], *, timeout: float = 30.0) -> tuple[subprocess.Popen[bytes], dict[str, str], float]:
+    """Start ``rocketlite serve --host 127.0.0.1 --log-level warning *args`` and wait for its READY line.
+
+    Returns the process, its listeners by name (``{"remoting": "127.0.0.1:41234", ...}``) and the
+    seconds from spawn to READY. A process that prints no READY line in ``timeout`` is killed.
+    """
     import selectors
 
-    cmd = [sys.executable, "-m", "rocketlite", "serve", "--host", "127.0.0.1", "--log-level", "warning"]
-    for name in ("remoting", "broker", "grpc", "mqtt", "http"):
-        cmd += [f"--{name}-port", "0"]
-    cmd += ["--data-dir", data_dir] if data_dir else ["--ephemeral"]
+    cmd = [sys.executable, "-m", "rocketlite", "serve", "--host", "127.0.0.1", "--log-level", "warning", *args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env)
     assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
     buf = b""
     try:
-        while b"\n" not in buf:
-            left = t0 + 30 - time.perf_counter()
-            if left <= 0 or not sel.select(left):
-                raise TimeoutError("no READY line in 30 s")
-            chunk = os.read(proc.stdout.fileno(), 4096)
-            if not chunk:
-                raise RuntimeError(f"rocketlite exited with {proc.wait()} before READY")
-            buf += chunk
-        ready = time.perf_counter() - t0
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = t0 + timeout - time.perf_counter()
+                if left <= 0 or not sel.select(left):
+                    raise TimeoutError(f"no READY line in {timeout:.0f} s: {buf!r}")
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    raise RuntimeError(f"rocketlite exited with {proc.wait()} before READY: {buf!r}")
+                buf += chunk
+    except BaseException:
+        stop_serve(proc)
+        raise
+    ready = time.perf_counter() - t0
+    line = buf.split(b"\n", 1)[0].decode()
+    if not line.startswith("READY"):
+        stop_serve(proc)
+        raise RuntimeError(f"rocketlite did not start: {line!r}")
+    return proc, dict(part.split("=", 1) for part in line.split()[1:]), ready
+
+
+def stop_serve(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; closes its stdout."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+FREE_PORTS = [arg for name in ("remoting", "broker", "grpc", "mqtt", "http") for arg in (f"--{name}-port", "0")]
+
+
+def _serve_once(data_dir: str | None, idle_s: float) -> tuple[float, float, int, str]:
+    store = ["--data-dir", data_dir] if data_dir else ["--ephemeral"]
+    proc, addresses, ready = spawn_serve([*FREE_PORTS, *store])
+    try:
         ready_cpu = proc_cpu_s(proc.pid)
         time.sleep(idle_s)
         rss = proc_rss_kb(proc.pid)
-        return ready, ready_cpu, rss, buf.split(b"\n", 1)[0].decode()
+        return ready, ready_cpu, rss, "READY " + " ".join(f"{k}={v}" for k, v in addresses.items())
     finally:
-        sel.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        proc.stdout.close()
+        stop_serve(proc)
 
 
 def storage_main(argv: list[str]) -> int:

@@ -117,24 +117,13 @@ async def run_receives(target: str, inflight: int, seconds: float, topic: str, g
 @contextlib.contextmanager
 def rocketlite_server() -> Any:
     """A ``rocketlite serve --ephemeral`` subprocess on free ports; yields its gRPC host:port."""
-    cmd = [sys.executable, "-m", "rocketlite", "serve", "--host", "127.0.0.1", "--ephemeral", "--log-level", "warning"]
-    for name in ("remoting", "broker", "grpc", "mqtt", "http"):
-        cmd += [f"--{name}-port", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    from rocketlite.bench import FREE_PORTS, spawn_serve, stop_serve
+
+    proc, addresses, _ = spawn_serve([*FREE_PORTS, "--ephemeral"])
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        if not line.startswith("READY"):
-            raise RuntimeError(f"rocketlite did not start: {line!r}")
-        addr = dict(part.split("=", 1) for part in line.split()[1:])
-        yield addr["grpc"]
+        yield addresses["grpc"]
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serve(proc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import selectors
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from typing import Any
 
 import trio
 
-from rocketlite.bench import proc_cpu_s
+from rocketlite.bench import proc_cpu_s, spawn_serve, stop_serve
 from rocketlite.protocols.remoting.client import RemotingClient
 
 
@@ -44,26 +43,9 @@ class Figure:
 
 def start_server(data_dir: str | None, flush: str) -> tuple[subprocess.Popen[bytes], str, int]:
     store = ["--data-dir", data_dir, "--flush", flush] if data_dir else ["--ephemeral"]
-    cmd = [sys.executable, "-m", "rocketlite", "serve", "--host", "127.0.0.1", "--remoting-port", "0",
-           "--broker-port", "0", *store, "--log-level", "warning",
-           "--disable", "grpc", "--disable", "mqtt", "--disable", "http"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    buf = b""
-    deadline = time.monotonic() + 30
-    while b"\n" not in buf:
-        if time.monotonic() > deadline or not sel.select(deadline - time.monotonic()):
-            proc.kill()
-            raise RuntimeError(f"no READY line: {buf!r}")
-        chunk = os.read(proc.stdout.fileno(), 4096)
-        if not chunk:
-            raise RuntimeError(f"server exited: {buf!r}")
-        buf += chunk
-    line = buf.split(b"\n", 1)[0].decode()
-    addr = next(p.split("=", 1)[1] for p in line.split()[1:] if p.startswith("remoting="))
-    host, _, port = addr.rpartition(":")
+    proc, addresses, _ = spawn_serve(["--remoting-port", "0", "--broker-port", "0", *store,
+                                      "--disable", "grpc", "--disable", "mqtt", "--disable", "http"])
+    host, _, port = addresses["remoting"].rpartition(":")
     return proc, host, int(port)
 
 
@@ -211,11 +193,7 @@ async def run(args: argparse.Namespace) -> list[Figure]:
                     await measured(produce(bhost, bport, topic + "_shared", args.messages, conc, args.size,
                                            shared=True))
         finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop_serve(proc)
     if not args.ephemeral:
         for conc in args.concurrency:
             figures.append(await storage_figure(args.messages, conc, args.size, args.flush))
