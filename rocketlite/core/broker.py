@@ -173,10 +173,6 @@ class Broker:
         self._rr: dict[str, int] = {}
         self._group_listeners: list[GroupListener] = []
         self._started = False
-        # Hooks the feature modules (timers, transactions, POP, ...) install: each takes the
-        # message about to be stored and may return a replacement (e.g. a delayed message moved
-        # to the timer topic) plus extra table puts written in the same batch.
-        self.store_hooks: list[Callable[[Message], tuple[Message, list[tuple[str, bytes, Any]]]]] = []
         # Called after every committed write with the stored messages (wake-ups, MQTT fan-out).
         self.write_listeners: list[Callable[[list[Message]], None]] = []
         # Background loops the app runs for the broker's lifetime.
@@ -376,9 +372,6 @@ class Broker:
                 batch.puts.extend(puts)
                 recall = entry.tid
                 after.append(lambda e=entry, m=stored: self.timers.committed(e, m))
-            for hook in self.store_hooks:
-                stored, puts = hook(stored)
-                batch.puts.extend(puts)
             originals.append(msg)
             batch.messages.append(stored)
             meta.append((txn_id, recall))
