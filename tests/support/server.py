@@ -3,15 +3,20 @@
     with RocketliteProcess(tmp_path) as srv:
         srv.addr("remoting")   # ("127.0.0.1", 43121)
 
-Ports are all 0 (any free port); the process prints one READY line with what it bound, which
-is parsed here. ``restart()`` keeps the data directory (for persistence tests).
+Ports are picked here, free and *below the kernel's ephemeral range*, so that a restart can bind the
+same ports again: a port from the ephemeral range (what port 0 gives) may meanwhile become the source
+port of some client's outgoing connection, and then the restarted broker fails with EADDRINUSE.
+Each pytest-xdist worker picks from its own slice of that range. The process prints one READY line
+with what it bound, which is parsed here. ``restart()`` keeps the data directory and the ports.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +24,49 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
+PORT_NAMES = ("remoting", "broker", "grpc", "mqtt", "http")
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_ports(n: int, rng: random.Random | None = None) -> list[int]:
+    """``n`` distinct free ports outside the ephemeral range, from this xdist worker's slice.
+
+    Every port ``p`` also has ``p - 2`` free (the remoting VIP port sits two below the broker port).
+    """
+    rng = rng or random.Random()
+    lo, hi = 12000, min(_ephemeral_low(), 65536)
+    if hi - lo < 2000:  # an unusual kernel setting: fall back to any free port
+        lo, hi = 1024, hi
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1))
+    wid = int((os.environ.get("PYTEST_XDIST_WORKER", "gw0") or "gw0").lstrip("gw") or 0) % workers
+    span = (hi - lo) // workers
+    lo, hi = lo + wid * span, lo + (wid + 1) * span
+    out: list[int] = []
+    for _ in range(2000):
+        p = rng.randrange(lo + 2, hi)
+        if any(abs(p - q) <= 2 for q in out):
+            continue
+        if _port_free(p) and _port_free(p - 2):
+            out.append(p)
+            if len(out) == n:
+                return out
+    raise RuntimeError(f"no {n} free ports in {lo}..{hi}")
 
 
 class RocketliteProcess:
@@ -54,6 +102,18 @@ class RocketliteProcess:
         return cmd + self.extra_args
 
     def start(self) -> "RocketliteProcess":
+        if self.ports:  # a restart: the same ports again
+            return self._start()
+        for attempt in range(3):  # a picked port may be taken by someone else before the broker binds it
+            self.ports = dict(zip(PORT_NAMES, pick_ports(len(PORT_NAMES))))
+            try:
+                return self._start()
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self) -> "RocketliteProcess":
         env = {**os.environ, **self.env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         t0 = time.monotonic()
