@@ -125,7 +125,9 @@ def _load(target: str) -> Callable[..., Any] | None:
     return getattr(module, attr)  # type: ignore[no-any-return]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``verb``, only that verb's module is imported (``serve`` imports
+    none of the EXTRA_VERBS modules: the admin client, bench helpers etc. cost start-up time)."""
     parser = argparse.ArgumentParser(prog="rocketlite", description="A one-process RocketMQ + MQTT broker.")
     parser.add_argument("--version", action="version", version=f"rocketlite {__version__}")
     sub = parser.add_subparsers(dest="verb")
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_args(serve)
     serve.set_defaults(func=cmd_serve)
     for name, target in EXTRA_VERBS.items():
+        if verb is not None and name != verb:
+            continue
         register = _load(target)
         if register is not None:
             register(sub)
@@ -141,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     verbs = {"serve", *(n for n in EXTRA_VERBS)}
     if not argv or (argv[0] not in verbs and argv[0] not in ("-h", "--help", "--version")):
         argv = ["serve", *argv]
+    parser = build_parser(argv[0] if argv[0] in verbs else None)
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()

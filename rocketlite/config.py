@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import copy
 import os
-import secrets
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, Mapping
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _package_text(*parts: str) -> str:
+    """A data file shipped inside the package (read directly: importlib.resources costs start-up time)."""
+    with open(os.path.join(_PACKAGE_DIR, *parts), encoding="utf-8") as f:
+        return f.read()
 
 # short name -> (section, key); short names are the CLI flags (--data-dir) and env vars (ROCKETLITE_DATA_DIR)
 ALIASES: dict[str, tuple[str, str]] = {
@@ -34,8 +40,7 @@ ALIASES: dict[str, tuple[str, str]] = {
 
 
 def load_defaults() -> dict[str, dict[str, Any]]:
-    text = resources.files("rocketlite").joinpath("default_config.toml").read_text()
-    return tomllib.loads(text)
+    return tomllib.loads(_package_text("default_config.toml"))
 
 
 def _coerce(value: str, like: Any) -> Any:
@@ -126,8 +131,7 @@ def load_profile(name: str) -> dict[str, dict[str, Any]]:
         raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
     if name == "default":
         return {}
-    text = resources.files("rocketlite").joinpath("profiles", f"{name}.toml").read_text()
-    return tomllib.loads(text)
+    return tomllib.loads(_package_text("profiles", f"{name}.toml"))
 
 
 def build_settings(
@@ -166,6 +170,8 @@ def build_settings(
             raise ValueError(f"--set wants section.key=value, got {item!r}")
         s.set(sec, key, value)
     if profile == "strict" and not s.get("http", "admin_token"):
+        import secrets
+
         s.set("http", "admin_token", secrets.token_urlsafe(24))
         s.generated_admin_token = True
     flush = s.get("storage", "flush")

@@ -15,7 +15,6 @@ import base64
 import hmac
 import json
 import logging
-import mimetypes
 import os
 import re
 import time
@@ -582,6 +581,8 @@ class OpsApp:
         f = STATIC_DIR / name
         if not f.is_file():
             raise HttpError(404, "not found", path=path)
+        import mimetypes
+
         ctype = mimetypes.guess_type(name)[0] or "application/octet-stream"
         if name.endswith(".js"):
             ctype = "text/javascript"
