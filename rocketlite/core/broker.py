@@ -46,6 +46,7 @@ TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_\-./:\$]{1,255}$")
 T_TOPIC = "topic"
 T_GROUP = "group"
 T_OFFSET = "offset"
+T_PURGE = "purge"  # topic \x00 queue id -> queue offset below which messages are purged
 
 
 @dataclass(slots=True)
@@ -169,6 +170,7 @@ class Broker:
         self.clients: dict[str, dict[str, ClientInfo]] = {}  # group -> client id -> info
         self.producers: dict[str, dict[str, ClientInfo]] = {}
         self._offsets: dict[bytes, int] = {}
+        self._purged: dict[tuple[str, int], int] = {}  # (topic, queue id) -> purged below this offset
         self._waiters: dict[tuple[str, int], Event] = {}
         self._rr: dict[str, int] = {}
         self._group_listeners: list[GroupListener] = []
@@ -194,6 +196,9 @@ class Broker:
             self.groups[gc.name] = gc
         for key, value in await self.store.scan(T_OFFSET):
             self._offsets[key] = int(value)
+        for key, value in await self.store.scan(T_PURGE):
+            topic, _, qid = key.decode().rpartition("\x00")
+            self._purged[(topic, int(qid))] = int(value)
         await self.timers.load()
         await self.transactions.load()
         await self.pops.load()
@@ -207,6 +212,7 @@ class Broker:
         self.clients.clear()
         self.producers.clear()
         self._offsets.clear()
+        self._purged.clear()
         self._rr.clear()
         for ev in self._waiters.values():
             ev.set()
@@ -417,7 +423,35 @@ class Broker:
 
     # -- pull ----------------------------------------------------------------------------------
     def min_offset(self, topic: str, queue_id: int) -> int:
-        return self.store.min_offset(topic, queue_id)
+        lo = self.store.min_offset(topic, queue_id)
+        if self._purged:
+            return max(lo, self._purged.get((topic, queue_id), 0))
+        return lo
+
+    async def purge_topic(self, name: str) -> dict[str, int]:
+        """Purge every message stored in topic ``name`` now (the admin API's purge).
+
+        Like a commit-log broker, nothing is rewritten: each queue's minimum offset moves to its
+        current maximum, so consumers, pulls and browsing start after what was there; the records
+        leave the file with retention. Messages sent afterwards are kept; delayed messages still
+        waiting in the timer wheel are not part of the topic yet and are delivered later."""
+        if name not in self.topics and not any(t == name for t, _ in self.store.queues()):
+            raise TopicNotFound(f"topic {name} does not exist")
+        puts: list[tuple[str, bytes, Any]] = []
+        purged = 0
+        marks: dict[tuple[str, int], int] = {}
+        for topic, qid in list(self.store.queues()):
+            if topic != name:
+                continue
+            hi = self.store.max_offset(topic, qid)
+            purged += max(0, hi - self.min_offset(topic, qid))
+            marks[(topic, qid)] = hi
+            puts.append((T_PURGE, f"{topic}\x00{qid}".encode(), hi))
+        if puts:
+            await self.store.write(WriteBatch(puts=puts))
+            for k, hi in marks.items():
+                self._purged[k] = max(hi, self._purged.get(k, 0))
+        return {"queues": len(marks), "messages": purged}
 
     def max_offset(self, topic: str, queue_id: int) -> int:
         return self.store.max_offset(topic, queue_id)
@@ -442,7 +476,7 @@ class Broker:
         deadline = self.now_ms() + wait_ms
         max_count = max(1, max_count)
         while True:
-            lo = self.store.min_offset(topic, queue_id)
+            lo = self.min_offset(topic, queue_id)
             hi = self.store.max_offset(topic, queue_id)
             if offset > hi:
                 return PullResult(PullStatus.OFFSET_ILLEGAL, [], hi, lo, hi)

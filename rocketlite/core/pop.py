@@ -391,7 +391,7 @@ class Pops:
             po = st.offsets.get((retry, qid))
             if po is None:
                 po = self._init_offset(st, retry, src, qid, init_mode)
-            po = max(po, store.min_offset(src, qid))
+            po = max(po, self.broker.min_offset(src, qid))
             start = po
             while po < hi and len(delivered) < max_count and len(st.entries) < limit and waiting < lookahead:
                 index = await store.read_index(src, qid, po, min(256, max(32, 2 * max_count)))
@@ -484,11 +484,11 @@ class Pops:
     def _init_offset(self, st: PopState, retry: bool, src: str, qid: int, init_mode: str) -> int:
         store = self.broker.store
         if retry:
-            return store.min_offset(src, qid)
+            return self.broker.min_offset(src, qid)
         committed = self.broker.query_offset(st.group, st.topic, qid)
         if committed is not None and committed >= 0:
             return committed
-        return store.max_offset(src, qid) if init_mode == "last" else store.min_offset(src, qid)
+        return store.max_offset(src, qid) if init_mode == "last" else self.broker.min_offset(src, qid)
 
     def _drop(self, st: PopState, e: PopEntry, batch: WriteBatch) -> None:
         st.entries.pop(e.pos, None)

@@ -127,3 +127,43 @@ async def test_query_by_key_and_unique_id() -> None:
     assert [m.body for m in await b.query_by_key("k", "order-2")] == [b"a", b"b"]
     m = await b.query_by_id(r[1].unique_id)
     assert m is not None and m.body == b"b"
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb"])
+async def test_purge_hides_what_was_stored_and_keeps_what_comes_after(kind: str, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from rocketlite.storage.lmdb_store import LmdbStore
+
+    def store() -> object:
+        return MemoryStore() if kind == "memory" else LmdbStore(Path(str(tmp_path)) / "data")
+
+    s = store()
+    await s.open()  # type: ignore[attr-defined]
+    b = Broker(s, TrioRuntime(), BrokerSettings(default_queue_count=2))  # type: ignore[arg-type]
+    await b.start()
+    await b.send([Message("orders", b"old%d" % i) for i in range(6)])
+    await b.send([Message("other", b"keep")])
+    await b.commit_offset("g", "orders", 0, 1)
+    assert await b.purge_topic("orders") == {"queues": 2, "messages": 6}
+    for q in (0, 1):
+        assert b.min_offset("orders", q) == b.max_offset("orders", q) == 3
+        r = await b.pull("orders", q, 0)  # a consumer behind the purge starts after it
+        assert r.status == PullStatus.NO_NEW_MSG and r.messages == [] and r.next_offset == 3
+    assert (await b.pull("other", 0, 0)).messages[0].body == b"keep"
+    await b.send([Message("orders", b"new", queue_id=0)])
+    r = await b.pull("orders", 0, 1)
+    assert [m.body for m in r.messages] == [b"new"]
+    assert await b.purge_topic("orders") == {"queues": 2, "messages": 1}
+    with pytest.raises(TopicNotFound):
+        await b.purge_topic("nope")
+    if kind == "lmdb":  # the purge mark is stored with the topic's data
+        await s.close()  # type: ignore[attr-defined]
+        s = store()
+        await s.open()  # type: ignore[attr-defined]
+        b = Broker(s, TrioRuntime())  # type: ignore[arg-type]
+        await b.start()
+        assert b.min_offset("orders", 0) == 4 and (await b.pull("orders", 0, 0)).messages == []
+    await b.reset()
+    assert b.min_offset("orders", 0) == 0
+    await s.close()  # type: ignore[attr-defined]

@@ -83,8 +83,10 @@ async def test_topic_lifecycle() -> None:
     await c.json("GET", "/api/topics/nope", status=404)
     await c.json("POST", "/api/topics", {"name": "bad name!"}, status=400)
     await c.json("POST", "/api/topics", {"name": "x", "queues": 0}, status=400)
-    purge = await c.json("POST", "/api/topics/orders/purge", status=501)
-    assert purge["supported"] is False
+    purge = await c.json("POST", "/api/topics/orders/purge")
+    assert purge == {"purged": "orders", "queues": 2, "messages": 5}
+    assert [x["messages"] for x in (await c.json("GET", "/api/topics"))["topics"]] == [0]
+    await c.json("POST", "/api/topics/nope/purge", status=404)
     await c.json("DELETE", "/api/topics/orders")
     assert "orders" not in broker.topics
     await c.json("DELETE", "/api/topics/orders", status=404)

@@ -619,7 +619,7 @@ class OpsApp:
             "topics": len(b.topics),
             "groups": len(all_groups(b)),
             "auto_create_topics": b.settings.auto_create_topics,
-            "features": {"purge": hasattr(b, "purge_topic"), "send_back": hasattr(b, "send_back"),
+            "features": {"purge": True, "send_back": hasattr(b, "send_back"),
                          "mqtt": self.ctx.services.get("mqtt") is not None},
         })
 
@@ -685,14 +685,9 @@ class OpsApp:
 
     async def purge_topic(self, req: Request) -> Response:
         name = self._topic(req)
-        purge = getattr(self.broker, "purge_topic", None)
-        if purge is None:
-            raise HttpError(501, "purge is not supported by this broker core: messages leave the log only "
-                            "through retention. To skip a backlog, reset a group's offsets to 'latest' "
-                            "(POST /api/groups/{group}/offsets).", supported=False)
-        result = await purge(name)
-        log.info("admin: purged topic %s", name)
-        return json_response({"purged": name, "result": result if isinstance(result, (int, dict)) else None})
+        result = await self.broker.purge_topic(name)
+        log.info("admin: purged topic %s (%d messages)", name, result["messages"])
+        return json_response({"purged": name, "queues": result["queues"], "messages": result["messages"]})
 
     async def list_groups(self, req: Request) -> Response:
         return json_response({"groups": [group_summary(self.broker, g) for g in all_groups(self.broker)]})

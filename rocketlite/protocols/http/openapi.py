@@ -135,8 +135,10 @@ def openapi_document() -> dict[str, Any]:
         "/api/topics/{name}/purge": {
             "parameters": [NAME],
             "post": {"operationId": "purgeTopic",
-                     "summary": "Delete a topic's messages (501 when the core does not support it)",
-                     "responses": {"200": _json({"type": "object"}), "404": ERR, "501": ERR, "401": ERR}},
+                     "summary": "Purge a topic's messages: every queue's minimum offset moves to its maximum",
+                     "responses": {"200": _json({"type": "object", "properties": {
+                         "purged": {"type": "string"}, "queues": {"type": "integer"},
+                         "messages": {"type": "integer"}}}), "404": ERR, "401": ERR}},
         },
         "/api/groups": {"get": {"operationId": "listGroups", "summary": "Consumer groups with total lag",
                                 "responses": {"200": _json({"type": "object", "properties": {
