@@ -108,6 +108,10 @@ class _Op:
         self.prepared: _Prepared | None = None
 
 
+_NO_TABLES: list[tuple[bytes, bytes | None]] = []  # shared empty values of _Prepared (never mutated)
+_NO_TOPICS: dict[str, int] = {}
+
+
 class _Prepared:
     """A batch turned into LMDB items, with the offsets it was given (Trio thread, at enqueue)."""
 
@@ -479,6 +483,14 @@ class LmdbStore:
         thread at enqueue (pure CPU, no I/O), so the writer thread only talks to LMDB."""
         batch = op.batch
         assert batch is not None
+        msgs = batch.messages
+        if len(msgs) == 1 and not batch.puts and not batch.deletes:
+            m = msgs[0]
+            qk = (m.topic, m.queue_id)
+            prefix = self._qkeys.get(qk)
+            if prefix is not None:
+                self._prepare_one(op, m, qk, prefix)
+                return
         nxt = self._p_next
         pq = self._p_queues
         topics = self._p_topics
@@ -551,6 +563,37 @@ class LmdbStore:
         self._p_next = nxt
         op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, touched, new_topics, added, nxt)
         op.result = results
+
+    def _prepare_one(self, op: _Op, m: Message, qk: tuple[str, int], prefix: bytes) -> None:
+        """:meth:`_prepare` of the common batch: one message to a queue seen before, no table
+        changes (the same result, without the per-batch dicts and loops: about half the cost)."""
+        nxt = self._p_next
+        qoff = self._p_queues[qk]
+        m.commit_offset = nxt
+        m.queue_offset = qoff
+        try:
+            rec = encode_message(m)
+            th = self._tag_hashes.get(m.tags)
+            if th is None:
+                th = tag_hash(m.tags)
+                if len(self._tag_hashes) < 4096:
+                    self._tag_hashes[m.tags] = th
+            okey = _pack_q(nxt)
+            size = len(m.body)
+            cq = [(prefix + _pack_q(qoff), _pack_cqv(nxt, th, size, m.store_timestamp))]
+            keys = [(_index_key(k) + okey, b"") for k in m.key_list] if m.keys else []
+            uniq = m.properties.get(PROP_UNIQ_KEY)
+            if uniq:
+                keys.append((_index_key(uniq) + okey, b""))
+        except Exception:
+            m.commit_offset = m.queue_offset = -1
+            raise
+        qoff += 1
+        self._p_queues[qk] = qoff
+        nxt += 1
+        self._p_next = nxt
+        op.prepared = _Prepared([(okey, rec)], cq, keys, _NO_TABLES, {qk: (prefix, qoff)}, _NO_TOPICS, size, nxt)
+        op.result = [AppendResult(nxt - 1, qoff - 1)]
 
     def _promote(self) -> None:
         """Wake the first queued caller to lead the next group (when nobody leads); tell a
@@ -658,18 +701,19 @@ class LmdbStore:
         t0 = time.perf_counter()
         try:
             with env.begin(write=True) as txn:
-                logc = cq = keys = None
+                # the items of all batches go in with one putmulti per sub-database (fewer calls
+                # than one per batch: most batches hold one message); table changes are applied
+                # in batch order (the log, index and table sub-databases do not interact)
+                log_items: list[tuple[bytes, bytes]] = []
+                cq_items: list[tuple[bytes, bytes]] = []
+                key_items: list[tuple[bytes, bytes]] = []
                 for p in preps:
                     assert p is not None
                     if p.log:
-                        if logc is None:
-                            logc = txn.cursor(db=self._db_log)
-                            cq = txn.cursor(db=self._db_cq)
-                            keys = txn.cursor(db=self._db_keys)
-                        logc.putmulti(p.log, append=True)
-                        cq.putmulti(p.cq)  # type: ignore[union-attr]
+                        log_items += p.log
+                        cq_items += p.cq
                         if p.keys:
-                            keys.putmulti(p.keys)  # type: ignore[union-attr]
+                            key_items += p.keys
                         queues.update(p.queues)
                         if p.topics:
                             topics.update(p.topics)
@@ -681,7 +725,11 @@ class LmdbStore:
                                 txn.delete(k, db=db)
                             else:
                                 txn.put(k, v, db=db)
-                if logc is not None:
+                if log_items:
+                    txn.cursor(db=self._db_log).putmulti(log_items, append=True)
+                    txn.cursor(db=self._db_cq).putmulti(cq_items)
+                    if key_items:
+                        txn.cursor(db=self._db_keys).putmulti(key_items)
                     for name, tid in topics.items():
                         txn.put(name.encode(), _I.pack(tid), db=self._db_topics)
                     for prefix, off in queues.values():
@@ -708,7 +756,7 @@ class LmdbStore:
             else:
                 q[1] = off
         self._bytes += added
-        self._count += sum(len(p.log) for p in preps)  # type: ignore[union-attr]
+        self._count += len(log_items)
         self._next = last.next
         self._commits += 1
         if self.flush == "sync":
@@ -806,18 +854,35 @@ class LmdbStore:
             return
         tail = self._tail
         qtail = self._qtail
+        added = 0
         for op in group:
             p = op.prepared
             if op.kind != _BATCH or op.error is not None or p is None or not p.log:
                 continue
-            first = _unpack_q(p.log[0][0])[0]
-            if first != self._tail_base + len(tail):
-                self._drop_tail(first)
+            log = p.log
+            if p.next - len(log) != self._tail_base + len(tail):
+                self._tail_bytes += added
+                added = 0
+                self._drop_tail(p.next - len(log))
                 tail = self._tail
                 qtail = self._qtail
-            for _, rec in p.log:
+            if len(log) == 1:  # the common batch: one record, one queue
+                rec = log[0][1]
                 tail.append(rec)
-                self._tail_bytes += len(rec)
+                added += len(rec)
+                for prefix, nq in p.queues.values():
+                    t = qtail.get(prefix)
+                    if t is None or t[0] + len(t[1]) != nq - 1:
+                        t = qtail[prefix] = [nq - 1, []]
+                    values = t[1]
+                    values.append(p.cq[0][1])
+                    if len(values) > 2 * _QTAIL:
+                        del values[:_QTAIL]
+                        t[0] += _QTAIL
+                continue
+            for _, rec in log:
+                tail.append(rec)
+                added += len(rec)
             for prefix, nq in p.queues.values():
                 if len(p.queues) == 1:
                     values = [v for _, v in p.cq]
@@ -832,6 +897,7 @@ class LmdbStore:
                     cut = len(t[1]) - _QTAIL
                     del t[1][:cut]
                     t[0] += cut
+        self._tail_bytes += added
         if self._tail_bytes > _TAIL_BYTES:
             keep = _TAIL_BYTES // 2
             cut = 0

@@ -7,12 +7,22 @@ can be added without migrating old data; :func:`decode_message` dispatches on it
 Format 1 (the fast path, nearly every record)::
 
     header  little-endian struct _V1 (fixed size):
-            version=1, reserved, queue_id, flag, sys_flag, born_timestamp, store_timestamp,
+            version=1, props format, queue_id, flag, sys_flag, born_timestamp, store_timestamp,
             queue_offset, reconsume_times, len(topic), len(tags), len(keys), len(born_host),
             len(properties)
     topic | tags | keys | born_host      UTF-8, lengths in the header
-    properties                           a cbor2 map (str -> str), or nothing when empty
+    properties                           nothing when empty; else, by the props-format byte:
+                                         0: a cbor2 map (str -> str)
+                                         1: UTF-8 of key NUL value NUL key NUL value ...
     body                                 the rest of the record, raw
+
+The props-format byte was "reserved, 0" before format 1 learnt the NUL-separated encoding, so
+every record written earlier says 0 (cbor2) and still decodes. The NUL-separated form is used
+whenever it is unambiguous (no key or value contains NUL, all are strings); anything else keeps
+cbor2. Why: ``cbor2.dumps`` of a small dict costs ~2.4-3 us on the CI box (mostly its per-call
+encoder set-up) where one ``join`` plus a NUL count costs ~0.8 us (one UNIQ_KEY) to ~1.8 us (four
+entries); it was the hottest line of the append path. Decoding by ``split`` is no slower than
+``cbor2.loads`` (~1.8 vs ~2.0 us for four entries).
 
 Format 2 (the fallback for anything format 1 cannot hold, e.g. an int beyond 32/64 bits or a
 string longer than 64 KiB where the header has 16 bits): a cbor2 array of every field.
@@ -28,6 +38,7 @@ properties map, table values) and the fixed fields go through one ``struct.pack`
 from __future__ import annotations
 
 import struct
+from itertools import chain
 from typing import Any
 
 import cbor2
@@ -37,12 +48,17 @@ from rocketlite.core.message import Message
 FORMAT_V1 = 1
 FORMAT_V2 = 2
 
+# the second header byte of format 1: how the properties are encoded
+PROPS_CBOR = 0
+PROPS_NUL = 1
+
 _V1 = struct.Struct("<BBiiiqqqiHHHHI")
 _V1_SIZE = _V1.size
 _pack_v1 = _V1.pack
 _unpack_v1 = _V1.unpack_from
 _dumps = cbor2.dumps
 _loads = cbor2.loads
+_chain = chain.from_iterable
 
 
 class CorruptRecord(ValueError):
@@ -56,9 +72,23 @@ def encode_message(m: Message) -> bytes:
         tags = m.tags.encode()
         keys = m.keys.encode()
         host = m.born_host.encode()
-        props = _dumps(m.properties) if m.properties else b""
+        d = m.properties
+        pf = PROPS_CBOR
+        if d:
+            try:
+                s = "\x00".join(_chain(d.items()))
+            except (TypeError, AttributeError):  # not a dict of strings
+                props = _dumps(d)
+            else:
+                if s.count("\x00") == 2 * len(d) - 1:
+                    props = s.encode()
+                    pf = PROPS_NUL
+                else:  # a key or value contains NUL itself
+                    props = _dumps(d)
+        else:
+            props = b""
         head = _pack_v1(
-            FORMAT_V1, 0, m.queue_id, m.flag, m.sys_flag, m.born_timestamp, m.store_timestamp,
+            FORMAT_V1, pf, m.queue_id, m.flag, m.sys_flag, m.born_timestamp, m.store_timestamp,
             m.queue_offset, m.reconsume_times, len(topic), len(tags), len(keys), len(host), len(props),
         )
     except (struct.error, OverflowError):
@@ -92,7 +122,7 @@ def decode_message(data: bytes | memoryview, commit_offset: int) -> Message:
 def _decode(data: bytes, commit_offset: int) -> Message:
     version = data[0]
     if version == FORMAT_V1:
-        (_, _, queue_id, flag, sys_flag, born, store, qoff, reconsume, lt, lg, lk, lh, lp) = _unpack_v1(data)
+        (_, pf, queue_id, flag, sys_flag, born, store, qoff, reconsume, lt, lg, lk, lh, lp) = _unpack_v1(data)
         o = _V1_SIZE
         topic = data[o : o + lt].decode()
         o += lt
@@ -102,7 +132,18 @@ def _decode(data: bytes, commit_offset: int) -> Message:
         o += lk
         host = data[o : o + lh].decode()
         o += lh
-        props = _loads(data[o : o + lp]) if lp else {}
+        if not lp:
+            props = {}
+        elif pf == PROPS_NUL:
+            parts = data[o : o + lp].decode().split("\x00")
+            if len(parts) & 1:
+                raise CorruptRecord(f"bad properties in record at {commit_offset}")
+            it = iter(parts)
+            props = dict(zip(it, it))
+        elif pf == PROPS_CBOR:
+            props = _loads(data[o : o + lp])
+        else:
+            raise CorruptRecord(f"unknown properties format {pf} at {commit_offset}")
         o += lp
         if o > len(data):
             raise CorruptRecord(f"truncated record at {commit_offset}")

@@ -372,6 +372,43 @@ async def test_record_codec_round_trip_and_fallback() -> None:
         decode_message(encode_message(m)[:20], 0)
 
 
+def test_record_props_encodings_and_old_records_decode() -> None:
+    import struct
+
+    import cbor2
+
+    from rocketlite.storage.records import PROPS_CBOR, PROPS_NUL, CorruptRecord, decode_message, encode_message
+
+    m = Message("T", b"body", 3, "tag", "a b", {"UNIQ_KEY": "AB", "k": "", "": "v", "\u00fc": "\u00e9"},
+                1, 2, 3, "h:1", 4, 5, 6, 7)
+    rec = encode_message(m)
+    assert rec[0] == 1 and rec[1] == PROPS_NUL
+    assert decode_message(rec, 7) == m
+    # a key or value holding the separator, or a value that is no string: cbor2, still round trips
+    for props in ({"k": "a\x00b"}, {"k\x00": "v"}, {"k": "v", "\x00": ""}):
+        x = m.copy(properties=props)
+        rec = encode_message(x)
+        assert rec[1] == PROPS_CBOR
+        assert decode_message(rec, 7) == x
+    odd = m.copy(properties={"n": 1})  # type: ignore[dict-item]
+    assert encode_message(odd)[1] == PROPS_CBOR and decode_message(encode_message(odd), 7) == odd
+    # a record as written before the props-format byte existed ("reserved", 0; cbor2 properties)
+    props = cbor2.dumps({"UNIQ_KEY": "AB", "k": "v"})
+    head = struct.pack("<BBiiiqqqiHHHHI", 1, 0, 3, 1, 2, 3, 4, 6, 5, 1, 3, 3, 3, len(props))
+    old = head + b"T" + b"tag" + b"a b" + b"h:1" + props + b"body"
+    assert decode_message(old, 7) == Message("T", b"body", 3, "tag", "a b", {"UNIQ_KEY": "AB", "k": "v"},
+                                             1, 2, 3, "h:1", 4, 5, 6, 7)
+    # an unknown props format, or an odd number of NUL-separated items, is a clear error
+    bad = bytearray(encode_message(m))
+    bad[1] = 9
+    with pytest.raises(CorruptRecord):
+        decode_message(bytes(bad), 7)
+    props = b"a\x00b\x00c"
+    head = struct.pack("<BBiiiqqqiHHHHI", 1, PROPS_NUL, 3, 1, 2, 3, 4, 6, 5, 1, 0, 0, 0, len(props))
+    with pytest.raises(CorruptRecord):
+        decode_message(head + b"T" + props, 7)
+
+
 @lmdb_kinds
 async def test_hot_tail_and_lmdb_reads_agree(kind: str, tmp_path: Path) -> None:
     import rocketlite.storage.lmdb_store as mod
