@@ -31,14 +31,25 @@ from typing import Any, Callable, Iterable
 
 from rocketlite.core.errors import BadRequest, BrokerError, MessageTooLarge, TopicNotFound
 from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
-from rocketlite.core.message import PROP_UNIQ_KEY, Message, SendResult, new_unique_id
+from rocketlite.core.message import (
+    PROP_DELAY_LEVEL,
+    PROP_DELIVER_TIME_MS,
+    PROP_TRANSACTION_PREPARED,
+    PROP_UNIQ_KEY,
+    SYSFLAG_TRANSACTION_MASK,
+    SYSFLAG_TRANSACTION_PREPARED,
+    Message,
+    SendResult,
+    new_unique_id,
+)
 from rocketlite.core.runtime import Event, Runtime
 from rocketlite.storage.base import Store, WriteBatch
 
 from rocketlite.core import retry as _retry
 from rocketlite.core.locks import QueueLocks
+from rocketlite.core.offset_reset import OffsetResets
 from rocketlite.core.pop import Pops
-from rocketlite.core.timers import TIMER_TOPIC, Timers, deliver_time
+from rocketlite.core.timers import PROP_DELAY_MS, PROP_DELAY_SEC, TIMER_TOPIC, Timers, deliver_time
 from rocketlite.core.transactions import HALF_TOPIC, TransactionChecker, Transactions, is_prepared
 
 TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_\-./:\$]{1,255}$")
@@ -152,6 +163,11 @@ def offset_key(group: str, topic: str, queue_id: int) -> bytes:
     return f"{group}\x00{topic}\x00{queue_id}".encode()
 
 
+# the properties timers.deliver_time reads: a message with none of them is not delayed (checked
+# first because nearly every message has none, and parsing them costs a few us per send)
+_DELAY_PROPS = frozenset((PROP_DELIVER_TIME_MS, PROP_DELAY_MS, PROP_DELAY_SEC, PROP_DELAY_LEVEL))
+
+
 def is_system_topic(name: str) -> bool:
     return name.startswith(("rmq_sys_", "SCHEDULE_TOPIC", "RMQ_SYS_", "TBW102")) or name in (
         "DefaultCluster",
@@ -183,6 +199,7 @@ class Broker:
         self.transactions = Transactions(self)
         self.pops = Pops(self)
         self.locks = QueueLocks(self)
+        self.resets = OffsetResets(self)
         self.services += [self.timers.run, self.transactions.run, self.pops.run]
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -221,6 +238,7 @@ class Broker:
         self.transactions.clear()
         self.pops.clear()
         self.locks.clear()
+        self.resets.clear()
 
     def now_ms(self) -> int:
         return self.runtime.now_ms()
@@ -303,6 +321,7 @@ class Broker:
             del self._offsets[k]
         await self.store.write(WriteBatch(deletes=[(T_GROUP, name.encode()), *drops]))
         await self.pops.drop_group(name)
+        self.resets.drop_group(name)
         return gc is not None
 
     # -- send ----------------------------------------------------------------------------------
@@ -345,11 +364,13 @@ class Broker:
         first = len(batch.messages)
         originals: list[Message] = []
         after: list[Callable[[], None]] = []
-        meta: list[tuple[str, str]] = []
+        meta: list[tuple[str, str]] | None = None  # (transaction id, recall handle) when any is set
+        max_size = self.settings.max_message_size
+        topics = self.topics
         for msg in msgs:
-            if len(msg.body) > self.settings.max_message_size:
-                raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {self.settings.max_message_size}")
-            tc = self.topics.get(msg.topic)  # known topics were validated when created
+            if len(msg.body) > max_size:
+                raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {max_size}")
+            tc = topics.get(msg.topic)  # known topics were validated when created
             if tc is None:
                 self.validate_topic_name(msg.topic)
                 tc = await self.get_or_create_topic(msg.topic, queues=1 if msg.topic.startswith("%") else None)
@@ -359,13 +380,21 @@ class Broker:
             if not msg.born_timestamp:
                 msg.born_timestamp = now
             msg.store_timestamp = now
-            if not msg.properties.get(PROP_UNIQ_KEY):
-                msg.properties[PROP_UNIQ_KEY] = new_unique_id(now)
+            props = msg.properties
+            if not props.get(PROP_UNIQ_KEY):
+                props[PROP_UNIQ_KEY] = new_unique_id(now)
             stored = msg
             txn_id = ""
             recall = ""
-            at = deliver_at if deliver_at is not None else (deliver_time(msg, now) if route else None)
-            if route and is_prepared(msg):
+            # the common message carries none of the routing properties: skip their parsing
+            if deliver_at is not None:
+                at: int | None = deliver_at
+            elif route and not _DELAY_PROPS.isdisjoint(props):
+                at = deliver_time(msg, now)
+            else:
+                at = None
+            if route and ((msg.sys_flag & SYSFLAG_TRANSACTION_MASK) == SYSFLAG_TRANSACTION_PREPARED
+                          or PROP_TRANSACTION_PREPARED in props) and is_prepared(msg):
                 stored, puts, half = self.transactions.prepare(msg)
                 batch.puts.extend(puts)
                 txn_id = half.txn_id
@@ -378,21 +407,27 @@ class Broker:
                 batch.puts.extend(puts)
                 recall = entry.tid
                 after.append(lambda e=entry, m=stored: self.timers.committed(e, m))
+            if (txn_id or recall) and meta is None:
+                meta = [("", "")] * len(originals)
             originals.append(msg)
             batch.messages.append(stored)
-            meta.append((txn_id, recall))
+            if meta is not None:
+                meta.append((txn_id, recall))
         await self.write(batch)
         for fn in after:
             fn()
+        stored_msgs = batch.messages
         results = []
-        for orig, stored, (txn_id, recall) in zip(originals, batch.messages[first:], meta):
+        for i, orig in enumerate(originals):
+            stored = stored_msgs[first + i]
+            txn_id, recall = meta[i] if meta is not None else ("", "")
             results.append(
                 SendResult(
                     topic=orig.topic,
                     queue_id=orig.queue_id,
                     queue_offset=stored.queue_offset,
                     commit_offset=stored.commit_offset,
-                    unique_id=orig.unique_id,
+                    unique_id=orig.properties.get(PROP_UNIQ_KEY, ""),
                     transaction_id=txn_id,
                     recall_handle=recall,
                 )
@@ -406,12 +441,20 @@ class Broker:
             self._after_write(batch.messages)
 
     def _after_write(self, msgs: list[Message]) -> None:
-        for msg in msgs:
-            ev = self._waiters.pop((msg.topic, msg.queue_id), None)
-            if ev is not None:
-                ev.set()
+        waiters = self._waiters
+        if waiters:  # nobody long-polls while producers alone are busy: skip the lookups
+            for msg in msgs:
+                ev = waiters.pop((msg.topic, msg.queue_id), None)
+                if ev is not None:
+                    ev.set()
         for listener in self.write_listeners:
             listener(msgs)
+
+    def interrupt_pulls(self, topic: str, queue_id: int) -> None:
+        """Long polls parked on this queue return now (NO_NEW_MSG) instead of at their deadline."""
+        ev = self._waiters.pop((topic, queue_id), None)
+        if ev is not None:
+            ev.set()
 
     def queue_event(self, topic: str, queue_id: int) -> Event:
         """The event set by the next write to this queue (for long polls)."""
@@ -506,11 +549,11 @@ class Broker:
             ev = self.queue_event(topic, queue_id)
             if self.store.max_offset(topic, queue_id) > offset:
                 continue
-            if not await self.runtime.wait(ev, remaining):
-                hi = self.store.max_offset(topic, queue_id)
-                if hi <= offset:
-                    status = PullStatus.NO_MATCHED_MSG if offset > start else PullStatus.NO_NEW_MSG
-                    return PullResult(status, [], offset, self.store.min_offset(topic, queue_id), hi)
+            await self.runtime.wait(ev, remaining)
+            hi = self.store.max_offset(topic, queue_id)
+            if hi <= offset:  # the wait ended, or was interrupted (interrupt_pulls) without a new message
+                status = PullStatus.NO_MATCHED_MSG if offset > start else PullStatus.NO_NEW_MSG
+                return PullResult(status, [], offset, self.store.min_offset(topic, queue_id), hi)
 
     async def get_message(self, commit_offset: int) -> Message | None:
         (m,) = await self.store.read_messages([commit_offset])
@@ -617,6 +660,12 @@ class Broker:
     async def pop_to_dlq(self, group: str, topic: str, receipt_handle: str) -> SendResult:
         """Move a popped message to ``%DLQ%<group>`` and consider it acknowledged."""
         return await self.pops.to_dlq(group, topic, receipt_handle)
+
+    # -- admin offset resets (see offset_reset.py) ---------------------------------------------
+    async def reset_offsets(self, group: str, topic: str, targets: dict[int, int]) -> dict[int, int]:
+        """Move ``group`` to ``{queue_id: offset}`` in ``topic`` (clamped): committed offsets, POP
+        position, pending resets for running readers, listeners told. Returns what was applied."""
+        return await self.resets.reset(group, topic, targets)
 
     # -- orderly queue locks (see locks.py) ----------------------------------------------------
     def lock_queues(self, group: str, client_id: str, queues: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:

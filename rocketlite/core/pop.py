@@ -481,6 +481,17 @@ class Pops:
         if batch.deletes:
             await self.broker.store.write(batch)
 
+    def reset_queues(self, st: PopState, targets: dict[int, int], batch: WriteBatch) -> None:
+        """An admin offset reset (offset_reset.py; the caller holds ``st.mutex`` and writes
+        ``batch``): each queue's POP offset becomes its target and the queue's entries are
+        forgotten, so reading starts over there; their handles become invalid."""
+        for e in list(st.entries.values()):
+            if not e.retry and e.queue_id in targets:
+                self._drop(st, e, batch)
+        for qid, off in targets.items():
+            st.offsets[(False, qid)] = off
+            batch.puts.append((T_POP_OFFSET, st.offset_key(False, qid), off))
+
     def _init_offset(self, st: PopState, retry: bool, src: str, qid: int, init_mode: str) -> int:
         store = self.broker.store
         if retry:
