@@ -76,6 +76,7 @@ class BridgeConfig:
     retry_max_ms: int = 30000
     route_refresh_ms: int = 30000
     pull_suspend_ms: int = 10000
+    pull_invisible_ms: int = 30000      # gRPC reverse: how long a received message stays invisible upstream before its ack
 
     @property
     def group(self) -> str:
@@ -169,9 +170,8 @@ def parse_bridge(name: str, table: Mapping[str, Any]) -> BridgeConfig | None:
     for key in ("forward_from", "pull_from"):
         if getattr(cfg, key) not in ("first", "last"):
             raise BridgeConfigError(f"bridges.{name}.{key} must be first or last")
-    if cfg.protocol == "grpc" and cfg.pull_topics:
-        raise BridgeConfigError(f"bridges.{name}.pull_topics: the reverse direction needs a remoting upstream "
-                                "(the cluster's NameServer); over gRPC only forwarding is implemented")
+    if cfg.pull_invisible_ms < 1000:
+        raise BridgeConfigError(f"bridges.{name}.pull_invisible_ms must be at least 1000 (an Apache proxy wants 10000)")
     if bool(cfg.access_key) != bool(cfg.secret_key):
         raise BridgeConfigError(f"bridges.{name}: access_key and secret_key go together")
     if not (cfg.topics or cfg.mqtt_filters or cfg.pull_topics):

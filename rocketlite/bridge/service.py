@@ -11,6 +11,9 @@ worker retries the same run with exponential back-off (``retry_min_ms`` doubling
 
 Reverse, per upstream queue of each ``pull_topics`` topic: pull with the upstream consumer group
 from its offset kept upstream, publish the batch locally, then commit the upstream offset.
+Over gRPC, per (topic, upstream broker): a SimpleConsumer session (Telemetry + Heartbeat) for the
+consumer group, long-polled ``ReceiveMessage``, publish locally, then ``AckMessage``; a message
+redelivered after a crash between the two is recognised by its id and not published twice.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import trio
 
 from rocketlite.bridge.config import (
+    PROP_BRIDGE,
     BridgeConfig,
     backoff_ms,
     incoming_message,
@@ -52,6 +56,7 @@ class Bridge:
         self.broker = broker
         self.positions: dict[tuple[str, int], int] = {}
         self.upstream: Upstream | None = None
+        self.puller: Any = None  # gRPC reverse direction: a GrpcUpstream in the consumer role
         self._workers: set[tuple[str, int]] = set()
         self._pullers: set[tuple[str, str, int]] = set()
         self._new_topic = trio.Event()
@@ -66,9 +71,25 @@ class Bridge:
             out[topic] = out.get(topic, 0) + max(0, hi - max(pos, self.broker.min_offset(topic, q)))
         return out
 
+    def _links(self) -> list[Any]:
+        """The upstream connections in use: forwarding (and remoting pulls), gRPC pulls."""
+        out = []
+        if self.cfg.topics or self.cfg.mqtt_filters or (self.cfg.pull_topics and self.puller is None):
+            out.append(self.upstream)
+        if self.puller is not None:
+            out.append(self.puller)
+        return out
+
+    def up(self) -> bool:
+        links = self._links()
+        return bool(links) and all(link is not None and link.up for link in links)
+
+    def last_error(self) -> str:
+        return next((link.last_error for link in self._links() if link is not None and not link.up), "")
+
     def samples(self) -> list[tuple[str, dict[str, str], float]]:
         out: list[tuple[str, dict[str, str], float]] = [
-            ("rocketlite_bridge_upstream_up", {"bridge": self.cfg.name}, 1.0 if self.upstream and self.upstream.up else 0.0)]
+            ("rocketlite_bridge_upstream_up", {"bridge": self.cfg.name}, 1.0 if self.up() else 0.0)]
         for topic, n in sorted(self.backlog().items()):
             out.append(("rocketlite_bridge_backlog", {"bridge": self.cfg.name, "topic": topic}, n))
         return out
@@ -76,7 +97,7 @@ class Bridge:
     def status(self) -> dict[str, Any]:
         return {
             "name": self.cfg.name, "upstream": ";".join(self.cfg.namesrv), "group": self.cfg.group,
-            "up": bool(self.upstream and self.upstream.up), "last_error": self.upstream.last_error if self.upstream else "",
+            "up": self.up(), "last_error": self.last_error(),
             "backlog": self.backlog(), "pull_topics": self.cfg.pull_topics,
         }
 
@@ -87,6 +108,9 @@ class Bridge:
                 from rocketlite.bridge.grpc_upstream import GrpcUpstream
 
                 self.upstream = GrpcUpstream(self.cfg, nursery)  # type: ignore[assignment]
+                if self.cfg.pull_topics:
+                    self.puller = GrpcUpstream(self.cfg, nursery, role="consumer")
+                    nursery.start_soon(self._guarded, self.puller.consumer_session, list(self.cfg.pull_topics))
             else:
                 self.upstream = Upstream(self.cfg, nursery)
             self.broker.write_listeners.append(self._on_write)
@@ -101,6 +125,9 @@ class Bridge:
                     self.broker.write_listeners.remove(self._on_write)
                 except ValueError:
                     pass
+                if self.puller is not None:
+                    await self.puller.terminate()
+                    await self.puller.aclose()
                 await self.upstream.aclose()
 
     def forwards(self, topic: str) -> bool:
@@ -227,17 +254,24 @@ class Bridge:
 
     # -- reverse ---------------------------------------------------------------------------------
     async def _discover_upstream(self, nursery: trio.Nursery, topic: str) -> None:
-        assert self.upstream is not None
+        up = self.puller or self.upstream
+        assert up is not None
         attempt = 0
         while True:
             try:
-                route = await self.upstream.route(topic, refresh=True)
+                route = await up.route(topic, refresh=True)
                 attempt = 0
                 for ref in route.read:
-                    key = (topic, ref.broker, ref.queue_id)
+                    if self.puller is not None:
+                        # a proxy pops across every queue of a broker: one receiver per broker
+                        key = (topic, ref.broker, -1)
+                        worker: Any = self._receive
+                    else:
+                        key = (topic, ref.broker, ref.queue_id)
+                        worker = self._pull
                     if key not in self._pullers and not route.via_default:
                         self._pullers.add(key)
-                        nursery.start_soon(self._guarded, self._pull, topic, ref)
+                        nursery.start_soon(self._guarded, worker, topic, ref)
                 delay = self.cfg.route_refresh_ms / 1000 if route.read and not route.via_default else 1.0
             except UpstreamUnavailable:
                 delay = backoff_ms(attempt, self.cfg.retry_min_ms, self.cfg.retry_max_ms, self._rnd) / 1000
@@ -281,6 +315,86 @@ class Bridge:
                 self.upstream.forget_route(topic)
                 await trio.sleep(backoff_ms(attempt, cfg.retry_min_ms, cfg.retry_max_ms, self._rnd) / 1000)
                 attempt += 1
+
+
+    async def _receive(self, topic: str, ref: QueueRef) -> None:
+        """gRPC reverse, one upstream broker: receive, publish locally, then acknowledge.
+
+        Sequential (one receive in flight, acked before the next): messages of one upstream queue
+        stay in order, and a FIFO group upstream (the settings reply says ``fifo``) hands out the
+        next message of a message group only after the ack, so group order holds too."""
+        p = self.puller
+        cfg = self.cfg
+        local_topic = cfg.local_topic_prefix + topic
+        attempt = 0
+        while True:
+            try:
+                await p.wait_ready()
+                got = await p.receive(topic, ref, cfg.batch_size, cfg.pull_invisible_ms)
+                attempt = 0
+            except UpstreamUnavailable:
+                METRICS.inc("rocketlite_bridge_retries_total", {"bridge": cfg.name})
+                await trio.sleep(backoff_ms(attempt, cfg.retry_min_ms, cfg.retry_max_ms, self._rnd) / 1000)
+                attempt += 1
+                continue
+            if got:
+                expires = trio.current_time() + cfg.pull_invisible_ms / 1000
+                done = await self._publish_received(local_topic, got)
+                await self._ack_received(topic, done, expires)
+
+    async def _publish_received(self, local_topic: str, got: list[Any]) -> list[tuple[str, str]]:
+        """Store what was received (one atomic local write); returns the (message id, receipt
+        handle) pairs to acknowledge. A redelivery (attempt > 1) already stored here before a
+        crash or a failed ack is acknowledged without publishing it again."""
+        from rocketlite.bridge.grpc_upstream import received_message
+
+        cfg = self.cfg
+        tc = await self.broker.get_or_create_topic(local_topic)
+        n = max(1, tc.write_queues)
+        msgs: list[Message] = []
+        done: list[tuple[str, str]] = []
+        for m in got:
+            sp = m.system_properties
+            msg = received_message(cfg.name, local_topic, m, n)
+            if msg is None:
+                log.error("bridge %s: message %s from %s has a wrong body digest; left upstream for redelivery",
+                          cfg.name, sp.message_id, m.topic.name)
+                continue
+            if sp.delivery_attempt > 1 and sp.message_id and await self._stored_here(local_topic, sp.message_id):
+                log.info("bridge %s: %s redelivered (attempt %d) was already published; acknowledging it",
+                         cfg.name, sp.message_id, sp.delivery_attempt)
+            else:
+                msgs.append(msg)
+            done.append((sp.message_id, sp.receipt_handle))
+        if msgs:
+            await self.broker.send(msgs)
+            METRICS.inc("rocketlite_bridge_received_total", {"bridge": cfg.name, "topic": local_topic}, len(msgs))
+        return done
+
+    async def _stored_here(self, local_topic: str, message_id: str) -> bool:
+        found = await self.broker.query_by_key(local_topic, message_id, 8)
+        return any(m.unique_id == message_id and m.properties.get(PROP_BRIDGE) == self.cfg.name for m in found)
+
+    async def _ack_received(self, topic: str, entries: list[tuple[str, str]], expires: float) -> None:
+        """Acknowledge upstream, retrying with back-off while the receipt handles can still work
+        (until the invisible time is over: then the upstream redelivers and we recognise it)."""
+        p = self.puller
+        cfg = self.cfg
+        attempt = 0
+        while entries:
+            try:
+                entries = await p.ack(topic, entries)
+            except UpstreamUnavailable:
+                pass
+            if not entries:
+                return
+            if trio.current_time() >= expires:
+                log.warning("bridge %s: %d ack(s) on %s not accepted before the invisible time ran out; the upstream "
+                            "redelivers them and they are recognised as already published", cfg.name, len(entries), topic)
+                return
+            METRICS.inc("rocketlite_bridge_retries_total", {"bridge": cfg.name})
+            await trio.sleep(backoff_ms(attempt, cfg.retry_min_ms, cfg.retry_max_ms, self._rnd) / 1000)
+            attempt += 1
 
 
 class Bridges:

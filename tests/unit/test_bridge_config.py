@@ -41,7 +41,7 @@ def test_defaults_and_upstream_forms() -> None:
 
 
 @pytest.mark.parametrize("table, words", [
-    ({"pull_topics": ["a"], "upstream": "grpc://proxy:8081"}, "gRPC"),
+    ({"pull_topics": ["a"], "upstream": "grpc://proxy:8081", "pull_invisible_ms": 10}, "pull_invisible_ms"),
     ({"topics": ["a"], "upstream": "http://proxy:8081"}, "scheme"),
     ({"topics": ["a"], "upstream": "ns"}, "host:port"),
     ({"topics": ["a"], "colour": 1}, "unknown keys"),

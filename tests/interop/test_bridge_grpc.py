@@ -1,0 +1,162 @@
+"""The bridge's reverse direction over a gRPC upstream (a RocketMQ 5 proxy endpoint), between two
+real rocketlite processes: the second one is the upstream, reached only on its gRPC port.
+
+Commands are produced upstream by the official PyPI ``rocketmq-python-client`` 5.1.2 (its own
+venv, a subprocess); the edge subscribes as a SimpleConsumer of its consumer group (Telemetry
+settings, Heartbeat, long-polled ReceiveMessage, AckMessage after the local commit) and publishes
+them locally, where a paho MQTT subscriber and plain remoting pulls see them. The upstream is
+stopped and restarted, the edge is SIGKILLed and restarted: nothing is lost, nothing duplicated
+(a redelivery of something already published is recognised by its message id).
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.interop.test_bridge_remoting import api, metric, read_all, wait_for, write_config
+from tests.support.interop import venv_python
+from tests.support.server import RocketliteProcess
+
+pytestmark = pytest.mark.interop
+
+PRODUCER = r'''
+import json, sys
+from rocketmq import ClientConfiguration, Credentials, Message, Producer
+endpoint, topic, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+p = Producer(ClientConfiguration(endpoint, Credentials(), request_timeout=5), (topic,))
+p.startup()
+sent = []
+for k in range(start, start + count):
+    m = Message()
+    m.topic = topic
+    m.body = f"cmd-{k}".encode()
+    m.tag = "Cmd"
+    m.keys = f"key-{k}"
+    src = f"g{k % 3}"
+    if k % 2 == 0:  # every other command in a message group (FIFO), the rest plain
+        m.message_group = src
+    else:
+        src = "plain"
+    m.add_property("src", src)
+    m.add_property("k", str(k))
+    m.add_property("originMqttTopic", f"commands/device-{k % 2}")
+    r = p.send(m)
+    sent.append({"k": k, "id": r.message_id})
+print(json.dumps({"event": "produced", "sent": sent}), flush=True)
+p.shutdown()
+print(json.dumps({"event": "done"}), flush=True)
+'''
+
+
+def produce(tmp_path: Path, up: RocketliteProcess, topic: str, start: int, count: int) -> list[str]:
+    """Send ``count`` commands upstream with the official Python client; their message ids."""
+    py = venv_python("grpc-python")
+    script = tmp_path / "producer.py"
+    script.write_text(PRODUCER)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    proc = subprocess.run([str(py), str(script), up.endpoint("grpc"), topic, str(start), str(count)],
+                          capture_output=True, timeout=60, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+    events = [json.loads(x) for x in proc.stdout.decode().splitlines() if x.startswith("{")]
+    if proc.returncode != 0 or not events or events[-1].get("event") != "done":
+        pytest.fail(f"producer failed ({proc.returncode}): {proc.stdout.decode()[-2000:]}\n{proc.stderr.decode()[-4000:]}")
+    return [s["id"] for s in events[0]["sent"]]
+
+
+def local_records(edge: RocketliteProcess, topic: str) -> list[Any]:
+    return [r for recs in read_all(edge, topic).values() for r in recs]
+
+
+def check_local_order(edge: RocketliteProcess, topic: str) -> None:
+    """Each message group's commands sit in one local queue, in the order they were sent."""
+    for q, recs in read_all(edge, topic).items():
+        per_src: dict[str, list[int]] = {}
+        for r in recs:
+            if r.properties["src"] != "plain":
+                per_src.setdefault(r.properties["src"], []).append(int(r.properties["k"]))
+        for src, ks in per_src.items():
+            assert ks == sorted(ks), f"local queue {q}, group {src}: {ks}"
+    where: dict[str, set[int]] = {}
+    for q, recs in read_all(edge, topic).items():
+        for r in recs:
+            if r.properties["src"] != "plain":
+                where.setdefault(r.properties["src"], set()).add(q)
+    assert all(len(qs) == 1 for qs in where.values()), where
+
+
+def upstream_lag(up: RocketliteProcess, group: str) -> int:
+    groups = {g["name"]: g for g in (api(up, "/api/groups") or {}).get("groups", [])}
+    return int(groups.get(group, {}).get("lag", -1))
+
+
+def test_grpc_commands_reach_mqtt_across_upstream_and_edge_restarts(tmp_path: Path) -> None:
+    import paho.mqtt.client as mqtt
+
+    venv_python("grpc-python")  # skip early when the client is not installed
+    up = RocketliteProcess(tmp_path / "up").start()
+    edge = None
+    sub = None
+    try:
+        host, port = up.addr("grpc")
+        cfg = write_config(tmp_path / "edge.toml", f"grpc://{host}:{port}", pull_topics=["commands"],
+                           pull_invisible_ms=3000, consumer_group="edge-17-commands")
+        edge = RocketliteProcess(tmp_path / "edge", extra_args=["--config", str(cfg)]).start()
+        mhost, mport = edge.addr("mqtt")
+        got: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        subscribed: queue.Queue[bool] = queue.Queue()
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="device-0", protocol=mqtt.MQTTv311)
+        sub.on_message = lambda c, u, m: got.put((m.topic, m.payload))
+        sub.on_subscribe = lambda *a: subscribed.put(True)
+        sub.connect(mhost, mport)
+        sub.loop_start()
+        sub.subscribe("commands/device-0", qos=1)
+        subscribed.get(timeout=10)
+
+        def local_ids() -> set[str]:
+            assert edge is not None
+            return {r.properties.get("UNIQ_KEY") for r in local_records(edge, "commands")}
+
+        ids = produce(tmp_path, up, "commands", 0, 12)
+        # round 1: commands for device-0 (even k) reach its MQTT subscription
+        received = sorted(got.get(timeout=20) for _ in range(6))
+        assert received == sorted(("commands/device-0", f"cmd-{k}".encode()) for k in range(0, 12, 2))
+        wait_for(lambda: local_ids() >= set(ids), what="round 1 on the edge")
+        assert metric(edge, "rocketlite_bridge_upstream_up", bridge="cloud") == 1
+
+        # the upstream stops: the edge backs off and says so; restarted on the same ports
+        up.stop()
+        wait_for(lambda: metric(edge, "rocketlite_bridge_upstream_up", bridge="cloud") == 0, what="upstream down")
+        up.start()
+        ids += produce(tmp_path, up, "commands", 12, 12)
+        wait_for(lambda: local_ids() >= set(ids), timeout=30, what="round 2 after the upstream restart")
+        wait_for(lambda: upstream_lag(up, "edge-17-commands") == 0, what="acknowledged upstream")
+
+        # the edge is SIGKILLed: commands wait upstream (the group's lag shows them), then arrive
+        edge.kill()
+        ids += produce(tmp_path, up, "commands", 24, 12)
+        wait_for(lambda: upstream_lag(up, "edge-17-commands") >= 12, what="lag upstream while the edge is down")
+        edge.start()
+        wait_for(lambda: local_ids() >= set(ids), timeout=30, what="round 3 after the edge restart")
+        wait_for(lambda: upstream_lag(up, "edge-17-commands") == 0, what="all acknowledged")
+
+        recs = local_records(edge, "commands")
+        assert len(recs) == len(ids) == 36, "a command was published twice"
+        assert {r.properties["UNIQ_KEY"] for r in recs} == set(ids)
+        assert {r.properties.get("TAGS") for r in recs} == {"Cmd"}
+        assert all(r.properties.get("rocketliteBridge") == "cloud" for r in recs)
+        assert {r.properties["KEYS"] for r in recs} == {f"key-{k}" for k in range(36)}
+        check_local_order(edge, "commands")
+        assert metric(edge, "rocketlite_bridge_received_total", bridge="cloud", topic="commands") == 12  # since restart
+    finally:
+        if sub is not None:
+            sub.loop_stop()
+            sub.disconnect()
+        if edge is not None:
+            edge.stop()
+        up.stop()
