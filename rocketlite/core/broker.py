@@ -31,7 +31,17 @@ from typing import Any, Callable, Iterable
 
 from rocketlite.core.errors import BadRequest, BrokerError, MessageTooLarge, TopicNotFound
 from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
-from rocketlite.core.message import PROP_UNIQ_KEY, Message, SendResult, new_unique_id
+from rocketlite.core.message import (
+    PROP_DELAY_LEVEL,
+    PROP_DELIVER_TIME_MS,
+    PROP_TRANSACTION_PREPARED,
+    PROP_UNIQ_KEY,
+    SYSFLAG_TRANSACTION_MASK,
+    SYSFLAG_TRANSACTION_PREPARED,
+    Message,
+    SendResult,
+    new_unique_id,
+)
 from rocketlite.core.runtime import Event, Runtime
 from rocketlite.storage.base import Store, WriteBatch
 
@@ -39,7 +49,7 @@ from rocketlite.core import retry as _retry
 from rocketlite.core.locks import QueueLocks
 from rocketlite.core.offset_reset import OffsetResets
 from rocketlite.core.pop import Pops
-from rocketlite.core.timers import TIMER_TOPIC, Timers, deliver_time
+from rocketlite.core.timers import PROP_DELAY_MS, PROP_DELAY_SEC, TIMER_TOPIC, Timers, deliver_time
 from rocketlite.core.transactions import HALF_TOPIC, TransactionChecker, Transactions, is_prepared
 
 TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_\-./:\$]{1,255}$")
@@ -151,6 +161,11 @@ GroupListener = Callable[[str, str], None]  # (group, event) where event is "cha
 
 def offset_key(group: str, topic: str, queue_id: int) -> bytes:
     return f"{group}\x00{topic}\x00{queue_id}".encode()
+
+
+# the properties timers.deliver_time reads: a message with none of them is not delayed (checked
+# first because nearly every message has none, and parsing them costs a few us per send)
+_DELAY_PROPS = frozenset((PROP_DELIVER_TIME_MS, PROP_DELAY_MS, PROP_DELAY_SEC, PROP_DELAY_LEVEL))
 
 
 def is_system_topic(name: str) -> bool:
@@ -349,11 +364,13 @@ class Broker:
         first = len(batch.messages)
         originals: list[Message] = []
         after: list[Callable[[], None]] = []
-        meta: list[tuple[str, str]] = []
+        meta: list[tuple[str, str]] | None = None  # (transaction id, recall handle) when any is set
+        max_size = self.settings.max_message_size
+        topics = self.topics
         for msg in msgs:
-            if len(msg.body) > self.settings.max_message_size:
-                raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {self.settings.max_message_size}")
-            tc = self.topics.get(msg.topic)  # known topics were validated when created
+            if len(msg.body) > max_size:
+                raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {max_size}")
+            tc = topics.get(msg.topic)  # known topics were validated when created
             if tc is None:
                 self.validate_topic_name(msg.topic)
                 tc = await self.get_or_create_topic(msg.topic, queues=1 if msg.topic.startswith("%") else None)
@@ -363,13 +380,21 @@ class Broker:
             if not msg.born_timestamp:
                 msg.born_timestamp = now
             msg.store_timestamp = now
-            if not msg.properties.get(PROP_UNIQ_KEY):
-                msg.properties[PROP_UNIQ_KEY] = new_unique_id(now)
+            props = msg.properties
+            if not props.get(PROP_UNIQ_KEY):
+                props[PROP_UNIQ_KEY] = new_unique_id(now)
             stored = msg
             txn_id = ""
             recall = ""
-            at = deliver_at if deliver_at is not None else (deliver_time(msg, now) if route else None)
-            if route and is_prepared(msg):
+            # the common message carries none of the routing properties: skip their parsing
+            if deliver_at is not None:
+                at: int | None = deliver_at
+            elif route and not _DELAY_PROPS.isdisjoint(props):
+                at = deliver_time(msg, now)
+            else:
+                at = None
+            if route and ((msg.sys_flag & SYSFLAG_TRANSACTION_MASK) == SYSFLAG_TRANSACTION_PREPARED
+                          or PROP_TRANSACTION_PREPARED in props) and is_prepared(msg):
                 stored, puts, half = self.transactions.prepare(msg)
                 batch.puts.extend(puts)
                 txn_id = half.txn_id
@@ -382,21 +407,27 @@ class Broker:
                 batch.puts.extend(puts)
                 recall = entry.tid
                 after.append(lambda e=entry, m=stored: self.timers.committed(e, m))
+            if (txn_id or recall) and meta is None:
+                meta = [("", "")] * len(originals)
             originals.append(msg)
             batch.messages.append(stored)
-            meta.append((txn_id, recall))
+            if meta is not None:
+                meta.append((txn_id, recall))
         await self.write(batch)
         for fn in after:
             fn()
+        stored_msgs = batch.messages
         results = []
-        for orig, stored, (txn_id, recall) in zip(originals, batch.messages[first:], meta):
+        for i, orig in enumerate(originals):
+            stored = stored_msgs[first + i]
+            txn_id, recall = meta[i] if meta is not None else ("", "")
             results.append(
                 SendResult(
                     topic=orig.topic,
                     queue_id=orig.queue_id,
                     queue_offset=stored.queue_offset,
                     commit_offset=stored.commit_offset,
-                    unique_id=orig.unique_id,
+                    unique_id=orig.properties.get(PROP_UNIQ_KEY, ""),
                     transaction_id=txn_id,
                     recall_handle=recall,
                 )
@@ -410,10 +441,12 @@ class Broker:
             self._after_write(batch.messages)
 
     def _after_write(self, msgs: list[Message]) -> None:
-        for msg in msgs:
-            ev = self._waiters.pop((msg.topic, msg.queue_id), None)
-            if ev is not None:
-                ev.set()
+        waiters = self._waiters
+        if waiters:  # nobody long-polls while producers alone are busy: skip the lookups
+            for msg in msgs:
+                ev = waiters.pop((msg.topic, msg.queue_id), None)
+                if ev is not None:
+                    ev.set()
         for listener in self.write_listeners:
             listener(msgs)
 

@@ -89,6 +89,10 @@ _KEY_HASH_OVER = 256  # key-index keys longer than this are stored as a digest
 _TAIL_BYTES = 16 * 1024 * 1024
 _QTAIL = 1024  # index entries kept per queue (between _QTAIL and 2 * _QTAIL)
 
+_current_task = trio.lowlevel.current_task
+_wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
+_reschedule = trio.lowlevel.reschedule
+
 # op kinds and states of the group-commit queue
 _BATCH, _RETAIN, _CLEAR = 0, 1, 2
 _QUEUED, _PROMOTED, _TAKEN, _DONE = 0, 1, 2, 3
@@ -412,34 +416,33 @@ class LmdbStore:
                     raise
                 await self._lead()  # takes the whole queue, this op included
                 continue
-            await self._park(op)  # until promoted to lead, or done
+            # park until promoted to lead, or done (inline rather than a helper coroutine: this
+            # runs once per write)
+            op.task = _current_task()
+            await _wait_task_rescheduled(lambda _: self._abort_park(op))
         if op.error is not None:
             raise op.error
 
-    async def _park(self, op: _Op) -> None:
-        """Sleep until :meth:`_wake` (a bare park/reschedule: cheaper than an Event per write).
+    def _abort_park(self, op: _Op) -> Any:
+        """A parked caller is cancelled. Sleeping is a bare park/reschedule (see :meth:`_wake`),
+        cheaper than an Event per write.
 
         Cancelled while still queued, the op is withdrawn (nothing of it is written). Once the
         writer took it, cancellation waits for the outcome: the caller is woken with its result
         and sees the cancellation at its next checkpoint, so a committed batch is never reported
         as lost."""
-        op.task = trio.lowlevel.current_task()
-
-        def abort(_: Any) -> Any:
-            if op.state in (_QUEUED, _PROMOTED):
-                op.task = None
-                self._withdraw(op)
-                return trio.lowlevel.Abort.SUCCEEDED
-            return trio.lowlevel.Abort.FAILED
-
-        await trio.lowlevel.wait_task_rescheduled(abort)
+        if op.state in (_QUEUED, _PROMOTED):
+            op.task = None
+            self._withdraw(op)
+            return trio.lowlevel.Abort.SUCCEEDED
+        return trio.lowlevel.Abort.FAILED
 
     @staticmethod
     def _wake(op: _Op) -> None:
         task = op.task
         if task is not None:
             op.task = None
-            trio.lowlevel.reschedule(task)
+            _reschedule(task)
 
     def _withdraw(self, op: _Op) -> None:
         """Take a cancelled caller's op out of the queue before LMDB saw it: nothing of it is
@@ -636,9 +639,12 @@ class LmdbStore:
             if failed or self._replan_needed:
                 self._replan_needed = False
                 self._replan()
-            for op in group:
+            for op in group:  # _wake, inline
                 op.state = _DONE
-                self._wake(op)
+                task = op.task
+                if task is not None:
+                    op.task = None
+                    _reschedule(task)
             self._leading = False
             self._promote()
 
