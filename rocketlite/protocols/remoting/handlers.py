@@ -222,6 +222,10 @@ class RemotingService:
         checker = getattr(broker, "add_transaction_checker", None)
         if checker is not None:
             checker(PROTOCOL, self._check_transaction)
+        if hasattr(broker, "resets"):  # offset resets: 222 in, 220 out, pending resets (reset.py)
+            from rocketlite.protocols.remoting.reset import install as install_resets
+
+            self.resets = install_resets(self)
 
     # -- dispatch ------------------------------------------------------------------------------
     async def handle(self, session: Session, cmd: RemotingCommand) -> RemotingCommand | None:
