@@ -21,6 +21,7 @@ import errno
 import itertools
 import logging
 import socket
+import weakref
 from typing import Any
 
 import trio
@@ -45,6 +46,7 @@ log = logging.getLogger("rocketlite.remoting")
 MAX_INFLIGHT = 256
 _SEND_CODES = (10, 310, 320)  # SEND_MESSAGE, SEND_MESSAGE_V2, SEND_BATCH_MESSAGE
 READ_SIZE = 65536
+YIELD_EVERY = 16  # reads without a Trio checkpoint while the client keeps the socket busy
 
 
 class Connection:
@@ -52,8 +54,13 @@ class Connection:
 
     _opaque = itertools.count(100_000)
 
-    def __init__(self, stream: trio.SocketStream, service: RemotingService, nursery: trio.Nursery) -> None:
+    def __init__(self, stream: trio.SocketStream, service: RemotingService, nursery: trio.Nursery,
+                 raw: socket.socket | None = None) -> None:
         self.stream = stream
+        # The plain TCP socket under ``stream`` (None for TLS): reads and writes go straight to it,
+        # waiting in Trio only when it would block. Trio's stream methods yield to the scheduler
+        # on every call even when the data is there, which cost more than the request itself.
+        self.raw = raw
         self.service = service
         self.nursery = nursery
         self.state = ConnState()
@@ -66,7 +73,9 @@ class Connection:
         self._out: list[bytes] = []
         self._flushing = False
         self._send_chain: dict[tuple[str, str], trio.Event] = {}
-        self._limit = trio.CapacityLimiter(MAX_INFLIGHT)
+        self._inflight = 0  # requests running (at most MAX_INFLIGHT)
+        self._reads = 0
+        self._room: trio.Event | None = None  # set when a request finishes while the reader waits
         self._pending: dict[int, tuple[trio.Event, list[RemotingCommand]]] = {}
         self.closed = False
 
@@ -84,11 +93,32 @@ class Connection:
                 chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
                 self._out.clear()
                 try:
-                    await self.stream.send_all(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    if self.raw is not None:
+                        await self._send_raw(chunk)
+                    else:
+                        await self.stream.send_all(chunk)
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     self.closed = True
         finally:
             self._flushing = False
+
+    async def _send_raw(self, data: bytes) -> None:
+        """All of ``data`` onto the socket; yields to Trio only when the socket buffer is full."""
+        raw = self.raw
+        assert raw is not None
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        with memoryview(data) as view:
+            while sent < len(data):
+                await trio.lowlevel.wait_writable(raw)
+                try:
+                    sent += raw.send(view[sent:])
+                except BlockingIOError:
+                    pass
 
     def send_soon(self, cmd: RemotingCommand) -> None:
         """Queue a broker-initiated request (oneway) without waiting."""
@@ -130,7 +160,7 @@ class Connection:
         self._send_chain[key] = mine
         return prev, mine, key
 
-    async def _run_request(self, cmd: RemotingCommand, token: object,
+    async def _run_request(self, cmd: RemotingCommand,
                            order: tuple[trio.Event | None, trio.Event, tuple[str, str]] | None = None) -> None:
         try:
             if order is not None and order[0] is not None:
@@ -148,7 +178,10 @@ class Connection:
         finally:
             if order is not None:
                 self._release_order(order)
-            self._limit.release_on_behalf_of(token)
+            self._inflight -= 1
+            if self._room is not None:
+                self._room.set()
+                self._room = None
 
     def _release_order(self, order: tuple[trio.Event | None, trio.Event, tuple[str, str]]) -> None:
         _, mine, key = order
@@ -156,13 +189,31 @@ class Connection:
         if self._send_chain.get(key) is mine:
             del self._send_chain[key]
 
+    async def _receive(self) -> bytes:
+        """The next bytes from the client (b"" at end of stream). On a plain socket this reads
+        without a Trio round trip when data is waiting, and waits for readability otherwise."""
+        raw = self.raw
+        if raw is None:
+            return await self.stream.receive_some(READ_SIZE)
+        self._reads += 1
+        if self._reads >= YIELD_EVERY:  # a client that never lets the socket run dry must not starve others
+            self._reads = 0
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return raw.recv(READ_SIZE)
+            except BlockingIOError:
+                self._reads = 0
+                await trio.lowlevel.wait_readable(raw)
+
     async def serve(self) -> None:
         decoder = FrameDecoder()
         METRICS.connection_opened("remoting")
+        start_soon = self.nursery.start_soon
         try:
             while True:
                 try:
-                    data = await self.stream.receive_some(READ_SIZE)
+                    data = await self._receive()
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     return
                 if not data:
@@ -182,53 +233,73 @@ class Connection:
                             pending[1].append(cmd)
                             pending[0].set()
                         continue
-                    token = object()
-                    await self._limit.acquire_on_behalf_of(token)
-                    self.nursery.start_soon(self._run_request, cmd, token, self._send_order(cmd))
+                    while self._inflight >= MAX_INFLIGHT:  # back-pressure: stop reading
+                        self._room = trio.Event()
+                        await self._room.wait()
+                    self._inflight += 1
+                    start_soon(self._run_request, cmd, self._send_order(cmd))
         finally:
             self.closed = True
             METRICS.connection_closed("remoting")
             self.service.connection_closed(self)
 
 
-async def _handle_stream(stream: trio.SocketStream, service: RemotingService) -> None:
+async def _handle_stream(stream: trio.SocketStream, service: RemotingService, raw: socket.socket | None = None) -> None:
     try:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         stream.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)  # notice peers that vanished
     except (OSError, AttributeError):
         pass
     try:
-        await _serve_stream(stream, service)
+        await _serve_stream(stream, service, raw)
     except Exception:  # one connection's failure must never take the listener down
         log.exception("remoting: connection failed")
 
 
-async def _serve_stream(stream: trio.SocketStream, service: RemotingService) -> None:
+async def _serve_stream(stream: trio.SocketStream, service: RemotingService, raw: socket.socket | None) -> None:
+    served: trio.abc.Stream | None = stream
     tls = getattr(service, "tls", None)
     if tls is not None:  # [remoting] tls: TLS sniffed per connection (rocketlite/security/tls.py)
         served = await tls_or_plain(stream, tls)
         if served is None:
             await stream.aclose()
             return
-        stream = served  # type: ignore[assignment]
-    async with stream:
+    async with served:
         async with trio.open_nursery() as nursery:
-            conn = Connection(stream, service, nursery)
+            conn = Connection(served, service, nursery, raw if served is stream else None)  # type: ignore[arg-type]
             await conn.serve()
             nursery.cancel_scope.cancel()  # drop parked pulls of a closed connection
 
 
+# accept() errors that concern only the connection being accepted (it is gone already)
+_ACCEPT_SKIP = {getattr(errno, name) for name in ("ECONNABORTED", "EPROTO", "EPERM", "ENETDOWN", "ENOPROTOOPT",
+                                                   "EHOSTDOWN", "ENONET", "EHOSTUNREACH", "EOPNOTSUPP",
+                                                   "ENETUNREACH", "ECONNRESET") if hasattr(errno, name)}
+
+
 async def _accept_loop(listener: trio.SocketListener, service: RemotingService, nursery: trio.Nursery) -> None:
+    """Accept on the listener's own socket so each connection keeps its plain socket object
+    for the fast path (see Connection.raw); Trio only waits for readability."""
+    lsock = _raw_sockets[listener]
+    handler = limited(_handle_stream, getattr(service, "conn_limit", None))
     while True:
         try:
-            stream = await listener.accept()
+            sock, _ = lsock.accept()
+        except BlockingIOError:
+            await trio.lowlevel.wait_readable(lsock)
+            continue
         except OSError as exc:
             if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS):
                 log.error("remoting: out of file descriptors or memory, pausing accepts: %s", exc)
                 await trio.sleep(0.1)
                 continue
+            if exc.errno in _ACCEPT_SKIP:
+                continue
             raise
-        nursery.start_soon(limited(_handle_stream, getattr(service, "conn_limit", None)), stream, service)
+        sock.setblocking(False)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        nursery.start_soon(handler, stream, service, sock)
+        await trio.lowlevel.checkpoint()
 
 
 def _listener(host: str, port: int) -> trio.SocketListener:
@@ -238,10 +309,16 @@ def _listener(host: str, port: int) -> trio.SocketListener:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host or "0.0.0.0", port))
         sock.listen(1024)
+        sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
-    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    _raw_sockets[listener] = sock
+    return listener
+
+
+_raw_sockets: "weakref.WeakKeyDictionary[trio.SocketListener, socket.socket]" = weakref.WeakKeyDictionary()
 
 
 def bind_broker_ports(host: str, broker_port: int) -> tuple[trio.SocketListener, trio.SocketListener | None]:
