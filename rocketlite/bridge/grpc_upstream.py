@@ -27,6 +27,7 @@ import ssl
 import struct
 import sys
 import time
+import urllib.parse
 import zlib
 from typing import Any
 
@@ -94,12 +95,14 @@ class _Call:
         return msg
 
     def check_status(self) -> None:
-        if self.reset:
-            raise ConnectionError("stream reset or connection lost")
         meta = {**self.headers, **self.trailers}
         status = meta.get("grpc-status", "")
+        if status and status != "0":
+            raise ConnectionError(f"grpc-status {status}: {urllib.parse.unquote(meta.get('grpc-message', ''))}")
+        if self.reset:
+            raise ConnectionError("stream reset or connection lost")
         if status != "0":
-            raise ConnectionError(f"grpc-status {status or '?'}: {meta.get('grpc-message', '')}")
+            raise ConnectionError("no grpc-status")
 
 
 class _Channel:
@@ -266,8 +269,8 @@ class _BidiStream:
             if msg is not None:
                 return msg
             if self.call.done.is_set():
-                if self.call.reset:
-                    raise ConnectionError("stream reset or connection lost")
+                if self.call.reset or {**self.call.headers, **self.call.trailers}.get("grpc-status", "0") != "0":
+                    self.call.check_status()
                 return None
             self.call.changed = trio.Event()
             await self.call.changed.wait()
@@ -291,6 +294,7 @@ class GrpcUpstream:
         self._index = 0
         self.up = False
         self.last_error = ""
+        self._logged: dict[str, float] = {}
         # the proxy keeps one Settings per client id: the consumer needs its own
         self.client_id = f"{socket.gethostname()}@{os.getpid()}@rocketlite-bridge-{cfg.name}"
         if role != "producer":
@@ -366,8 +370,12 @@ class GrpcUpstream:
         return md
 
     def _failed(self, why: str) -> None:
-        if self.up or why != self.last_error:
+        now = time.monotonic()
+        if self.up or now - self._logged.get(why, -1e9) > 60:  # each distinct failure once a minute
             log.warning("bridge %s: upstream unavailable: %s", self.cfg.name, why)
+            if len(self._logged) > 100:
+                self._logged.clear()
+            self._logged[why] = now
         self.up = False
         self.last_error = why
 

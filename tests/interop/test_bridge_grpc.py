@@ -29,7 +29,8 @@ PRODUCER = r'''
 import json, sys
 from rocketmq import ClientConfiguration, Credentials, Message, Producer
 endpoint, topic, start, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-p = Producer(ClientConfiguration(endpoint, Credentials(), request_timeout=5), (topic,))
+ak, sk = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else ("", "")
+p = Producer(ClientConfiguration(endpoint, Credentials(ak, sk), request_timeout=5), (topic,))
 p.startup()
 sent = []
 for k in range(start, start + count):
@@ -54,14 +55,14 @@ print(json.dumps({"event": "done"}), flush=True)
 '''
 
 
-def produce(tmp_path: Path, up: RocketliteProcess, topic: str, start: int, count: int) -> list[str]:
+def produce(tmp_path: Path, up: RocketliteProcess, topic: str, start: int, count: int, *keys: str) -> list[str]:
     """Send ``count`` commands upstream with the official Python client; their message ids."""
     py = venv_python("grpc-python")
     script = tmp_path / "producer.py"
     script.write_text(PRODUCER)
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    proc = subprocess.run([str(py), str(script), up.endpoint("grpc"), topic, str(start), str(count)],
+    proc = subprocess.run([str(py), str(script), up.endpoint("grpc"), topic, str(start), str(count), *keys],
                           capture_output=True, timeout=60, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
     events = [json.loads(x) for x in proc.stdout.decode().splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not events or events[-1].get("event") != "done":
@@ -157,6 +158,35 @@ def test_grpc_commands_reach_mqtt_across_upstream_and_edge_restarts(tmp_path: Pa
         if sub is not None:
             sub.loop_stop()
             sub.disconnect()
+        if edge is not None:
+            edge.stop()
+        up.stop()
+
+
+def test_grpc_reverse_with_acl_over_tls(tmp_path: Path) -> None:
+    """An upstream with ACL on; the bridges reach its gRPC port over TLS (certificate not verified).
+    The right keys receive the commands; a wrong secret is refused, backs off and shows as down."""
+    venv_python("grpc-python")
+    up = RocketliteProcess(ephemeral=True, extra_args=[
+        "--set", "security.enabled=true", "--set", "security.access_key=edgeAK",
+        "--set", "security.secret_key=edgeSK"]).start()
+    edge = None
+    try:
+        host, port = up.addr("grpc")
+        cfg = write_config(tmp_path / "edge.toml", f"grpcs://{host}:{port}", pull_topics=["signedcmds"],
+                           local_topic_prefix="cloud_", access_key="edgeAK", secret_key="edgeSK", tls_verify=False)
+        write_config(cfg, f"grpcs://{host}:{port}", name="bad", append=True, pull_topics=["refusedcmds"],
+                     access_key="edgeAK", secret_key="wrong", tls_verify=False)
+        edge = RocketliteProcess(ephemeral=True, extra_args=["--config", str(cfg)]).start()
+        ids = produce(tmp_path, up, "signedcmds", 0, 6, "edgeAK", "edgeSK")
+        produce(tmp_path, up, "refusedcmds", 0, 6, "edgeAK", "edgeSK")
+        wait_for(lambda: {r.properties.get("UNIQ_KEY") for r in local_records(edge, "cloud_signedcmds")} == set(ids),
+                 what="signed commands on the edge")
+        assert metric(edge, "rocketlite_bridge_upstream_up", bridge="cloud") == 1
+        wait_for(lambda: metric(edge, "rocketlite_bridge_retries_total", bridge="bad") >= 2, what="bad retries")
+        assert metric(edge, "rocketlite_bridge_upstream_up", bridge="bad") == 0
+        assert local_records(edge, "refusedcmds") == []
+    finally:
         if edge is not None:
             edge.stop()
         up.stop()
