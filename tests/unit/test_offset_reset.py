@@ -153,3 +153,23 @@ async def test_reset_survives_restart(autojump_clock: trio.testing.MockClock) ->
         assert b.query_offset("G", "T", 0) == 1
         got = await b.pop("G", "T", 10, 30_000)
         assert [m.body for m, _ in got] == [b"m1", b"m2", b"m3"]
+
+
+async def test_http_reset_goes_through_the_core() -> None:
+    """POST /api/groups/{name}/offsets: a POP (gRPC simple) group follows, listeners hear it."""
+    from tests.unit.test_http_api import make
+
+    broker, _, c = await make()
+    await broker.create_topic("t", queues=1)
+    for i in range(4):
+        await broker.send([Message("t", b"m%d" % i)])
+    got = await broker.pop("g", "t", 10, 30_000)
+    for _, h in got:
+        await broker.ack("g", "t", h)
+    heard: list[tuple[str, str, dict[int, int]]] = []
+    broker.resets.listeners.append(lambda g, t, offs: heard.append((g, t, offs)))
+    r = await c.json("POST", "/api/groups/g/offsets", {"topic": "t", "to": "earliest"})
+    assert [(q["queue_id"], q["new_offset"]) for q in r["queues"]] == [(0, 0)]
+    assert heard == [("g", "t", {0: 0})]
+    again = await broker.pop("g", "t", 10, 30_000)
+    assert [m.body for m, _ in again] == [b"m0", b"m1", b"m2", b"m3"]

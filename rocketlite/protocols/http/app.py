@@ -734,31 +734,26 @@ class OpsApp:
         mode = modes[0]
         result = []
         for t in topics:
-            changed: dict[int, int] = {}
+            # the core commits, moves a POP group's position and tells running consumers
+            # (remoting: RESET_CONSUMER_CLIENT_OFFSET and the pending reset; see offset_reset.py)
+            targets: dict[int, int] = {}
             for q in b.topic_queue_ids(t):
                 if queue is not None and int(queue) != q:
                     continue
-                lo, hi = b.min_offset(t, q), b.max_offset(t, q)
                 if mode == "offset":
-                    target = int(data["offset"])
+                    targets[q] = int(data["offset"])
                 elif mode == "timestamp_ms":
-                    target = await b.search_offset(t, q, int(data["timestamp_ms"]))
+                    targets[q] = await b.search_offset(t, q, int(data["timestamp_ms"]))
                 elif str(data["to"]).lower() in ("earliest", "first", "min"):
-                    target = lo
+                    targets[q] = b.min_offset(t, q)
                 elif str(data["to"]).lower() in ("latest", "last", "max"):
-                    target = hi
+                    targets[q] = b.max_offset(t, q)
                 else:
                     raise HttpError(400, "to must be 'earliest' or 'latest'")
-                target = min(max(target, lo), hi)
-                old = b.query_offset(group, t, q)
-                await b.commit_offset(group, t, q, target)
-                changed[q] = target
-                result.append({"topic": t, "queue_id": q, "old_offset": old, "new_offset": target})
-            for fn in list(self.ctx.services.get("offset_reset_listeners", [])):
-                try:
-                    await fn(group, t, changed)
-                except Exception:
-                    log.exception("offset reset listener failed")
+            old = {q: b.query_offset(group, t, q) for q in targets}
+            applied = await b.reset_offsets(group, t, targets)
+            for q, target in applied.items():
+                result.append({"topic": t, "queue_id": q, "old_offset": old[q], "new_offset": target})
         log.info("admin: reset offsets of %s on %s (%s)", group, ",".join(topics), mode)
         return json_response({"group": group, "queues": result})
 

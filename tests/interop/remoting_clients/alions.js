@@ -72,6 +72,21 @@ async function consume(n, opts = {}) {
   await consumer.close();
 }
 
+// Print every message as it arrives until the test ends the process (offset reset scenario).
+async function stream() {
+  const consumer = new Consumer({
+    httpclient, nameSrv: cfg.nameSrv, consumerGroup: cfg.group, logger: quiet,
+    consumeFromWhere: 'CONSUME_FROM_FIRST_OFFSET', persistConsumerOffsetInterval: 500, rebalanceInterval: 1000,
+  });
+  consumer.on('error', () => {});
+  consumer.subscribe(cfg.topic, '*', async msg => {
+    out({ event: 'msg', body: msg.body.toString(), queue: msg.queueId });
+  });
+  await consumer.ready();
+  out({ event: 'started' });
+  await new Promise(() => {});
+}
+
 (async () => {
   const timer = deadline(cfg.timeoutMs || 18000, cfg.scenario);
   switch (cfg.scenario) {
@@ -79,6 +94,7 @@ async function consume(n, opts = {}) {
     case 'consume': await consume(cfg.n); break;
     case 'retry': await consume(cfg.n, { failFirst: true }); break;
     case 'dlq': await consume(cfg.n, { alwaysFail: true }); break;
+    case 'stream': await stream(); break;
     case 'delay': await produce(cfg.n, { delayLevel: cfg.delayLevel, deliverAfterMs: cfg.deliverAfterMs }); break;
     default: throw new Error('unknown scenario ' + cfg.scenario);
   }
