@@ -149,6 +149,51 @@ async def _append_case(store: Any, size: int, writers: int, duration: float, via
     }
 
 
+class _FloorStore:
+    """``--stores floor``: the least any group-committing store does per write() on the Trio thread.
+
+    It encodes the record (the real codec), parks the caller, and a leader wakes the whole group
+    after the same two gathering checkpoints LmdbStore uses; no offsets, no index, no LMDB, no
+    thread. With the bench's own per-append work (a fresh Message, a unique id, a WriteBatch) its
+    rate is the ceiling of one-message-per-write() appends in CPython + Trio on this machine."""
+
+    def __init__(self) -> None:
+        self._queue: list[Any] = []
+        self._leading = False
+        self._groups = 0
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def stats(self) -> dict[str, int]:
+        return {"commits": self._groups}
+
+    async def write(self, batch: Any) -> list[Any]:
+        import trio
+
+        from rocketlite.storage.records import encode_message
+
+        for m in batch.messages:
+            encode_message(m)
+        task = trio.lowlevel.current_task()
+        if self._leading:
+            self._queue.append(task)
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+            return []
+        self._leading = True
+        await trio.lowlevel.checkpoint()
+        await trio.lowlevel.checkpoint()
+        group, self._queue = self._queue, []
+        self._leading = False
+        self._groups += 1
+        for t in group:
+            trio.lowlevel.reschedule(t)
+        return []
+
+
 def _bench_appends(opts: argparse.Namespace, root: str) -> list[dict[str, Any]]:
     import trio
 
@@ -165,6 +210,8 @@ def _bench_appends(opts: argparse.Namespace, root: str) -> list[dict[str, Any]]:
         base = kind.split("/")[-1]
         if base == "memory":
             store: Any = MemoryStore()
+        elif base == "floor":
+            store = _FloorStore()
         else:
             store = LmdbStore(os.path.join(root, f"case{n}"), flush=base.split("-")[1], map_size_mb=opts.map_size_mb)
         await store.open()
@@ -277,7 +324,8 @@ def storage_main(argv: list[str]) -> int:
     p.add_argument("--sizes", default="100,1024", help="message body sizes in bytes (default 100,1024)")
     p.add_argument("--writers", default="1,16,64,256", help="concurrent writers (default 1,16,64,256)")
     p.add_argument("--stores", default="lmdb-async,lmdb-sync",
-                   help="any of lmdb-async, lmdb-sync, memory (default lmdb-async,lmdb-sync)")
+                   help="any of lmdb-async, lmdb-sync, memory, floor (default lmdb-async,lmdb-sync); floor: "
+                        "no store at all, only encode + park + group wake-up (the CPython + Trio ceiling)")
     p.add_argument("--broker", action="store_true", help="also measure Broker.send with 64 writers (core overhead)")
     p.add_argument("--no-process", action="store_true", help="skip time-to-READY and idle RSS")
     p.add_argument("--process-runs", type=int, default=3, help="serve start-ups per variant (default 3)")
@@ -294,7 +342,7 @@ def storage_main(argv: list[str]) -> int:
         opts.duration = min(opts.duration, 0.3)
         opts.process_runs = 1
     for kind in opts.stores:
-        if kind not in ("lmdb-async", "lmdb-sync", "memory"):
+        if kind not in ("lmdb-async", "lmdb-sync", "memory", "floor"):
             p.error(f"unknown store {kind!r}")
 
     out: dict[str, Any] = {

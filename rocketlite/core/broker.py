@@ -27,7 +27,7 @@ import re
 import zlib
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Coroutine, Iterable
 
 from rocketlite.core.errors import BadRequest, BrokerError, MessageTooLarge, TopicNotFound
 from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
@@ -336,13 +336,15 @@ class Broker:
         self._rr[tc.name] = i + 1
         return i % n
 
-    async def send(self, msgs: list[Message]) -> list[SendResult]:
-        """Store messages (all or none), assigning queues, ids and timestamps.
+    def send(self, msgs: list[Message]) -> Coroutine[Any, Any, list[SendResult]]:
+        """Store messages (all or none), assigning queues, ids and timestamps (``await`` it).
 
         Delay properties route a message through the timer topic, a prepared transaction flag
         makes it a half message (see timers.py, transactions.py); everything in one batch.
+        (A plain function handing back :meth:`_store_batch`'s coroutine: one coroutine less per
+        send than an ``async def`` wrapper.)
         """
-        return await self._store_batch(msgs)
+        return self._store_batch(msgs)
 
     async def _store_batch(
         self,
@@ -413,10 +415,11 @@ class Broker:
             batch.messages.append(stored)
             if meta is not None:
                 meta.append((txn_id, recall))
-        await self.write(batch)
+        await self.store.write(batch)  # self.write, inline (one coroutine less per send)
+        stored_msgs = batch.messages
+        self._after_write(stored_msgs)
         for fn in after:
             fn()
-        stored_msgs = batch.messages
         results = []
         for i, orig in enumerate(originals):
             stored = stored_msgs[first + i]
