@@ -349,6 +349,7 @@ class GrpcUpstream:
                     pass
 
     async def aclose(self) -> None:
+        self._unready()  # a new connection needs a new consumer session (settings) first
         ch, self._channel = self._channel, None
         if ch is not None:
             ch.closed.set()
@@ -504,13 +505,17 @@ class GrpcUpstream:
 
         attempt = 0
         while True:
+            started = trio.current_time()
             try:
                 await self._session_once(topics)
-                attempt = 0  # ended by the server after working: reconnect at once
+                if trio.current_time() - started > HEARTBEAT_S:
+                    attempt = 0  # it worked for a while: reconnect at once
+                    continue
             except UpstreamUnavailable:
-                METRICS.inc("rocketlite_bridge_retries_total", {"bridge": self.cfg.name})
-                await trio.sleep(backoff_ms(attempt, self.cfg.retry_min_ms, self.cfg.retry_max_ms) / 1000)
-                attempt += 1
+                pass
+            METRICS.inc("rocketlite_bridge_retries_total", {"bridge": self.cfg.name})
+            await trio.sleep(backoff_ms(attempt, self.cfg.retry_min_ms, self.cfg.retry_max_ms) / 1000)
+            attempt += 1
 
     def _unready(self) -> None:
         if self._ready.is_set():  # never replace an event someone waits on before it fired
@@ -542,7 +547,7 @@ class GrpcUpstream:
                 n.start_soon(self._heartbeats, stream, topics, n.cancel_scope)
                 await self._telemetry_reader(stream)
                 n.cancel_scope.cancel()
-            self._failed(f"{self.endpoint}: Telemetry stream ended by the upstream")
+            self._failed(f"{self.endpoint}: Telemetry stream ended")
             await self.aclose()
         finally:
             self._unready()
