@@ -14,6 +14,7 @@ How each client follows (see rocketlite/protocols/remoting/reset.py, docs/remoti
 from __future__ import annotations
 
 import json
+import os
 import queue as queue_mod
 import subprocess
 import sys
@@ -143,3 +144,42 @@ def test_running_push_consumer_follows_a_rewind(kind: str, via: str, srv: Rocket
             time.sleep(0.5)
     finally:
         stream.stop()
+
+
+@pytest.mark.parametrize("scenario", ["simple", "push"])
+def test_grpc_consumers_follow_a_rewind(scenario: str, srv: RocketliteProcess, tmp_path: Path) -> None:
+    """The official Python gRPC client 5.1.2: a running simple / push consumer (POP on the broker)
+    gets every message again after an HTTP reset of its group to the earliest offset."""
+    from tests.support.interop import venv_python
+
+    script = Path(__file__).parent / "grpc_clients" / "py_reset.py"
+    topic, group, n = f"T_reset_grpc_{scenario}", f"G_reset_grpc_{scenario}", 6
+    cmd = [str(venv_python("grpc-python")), str(script), scenario, srv.endpoint("grpc"), topic, group, str(n)]
+    home = tmp_path / "home"
+    home.mkdir()
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "HOME": str(home)}, cwd=str(home))
+    assert proc.stdout is not None and proc.stdin is not None
+    lines: list[bytes] = []
+    try:
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if b'"reset-now"' in line:
+                res = http_reset(srv, group, topic, 0)
+                assert res["queues"] and all(q["new_offset"] == 0 for q in res["queues"])
+                proc.stdin.write(b"go\n")
+                proc.stdin.flush()
+                break
+        rest, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rest, err = proc.communicate()
+    text = b"".join(lines).decode() + rest.decode()
+    events = {e["event"]: e for e in (json.loads(x) for x in text.splitlines() if x.startswith("{"))}
+    assert proc.returncode == 0 and "done" in events, f"{text[-3000:]}\n{err.decode()[-3000:]}"
+    expected = sorted(f"r-{i}" for i in range(n))
+    assert events["reset-now"]["first"] == expected
+    assert events["after-reset"]["again"] == expected
