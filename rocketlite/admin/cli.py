@@ -244,8 +244,9 @@ def reset_offset_by_time(c: RemotingClient, args: argparse.Namespace, out: TextI
               f"force={args.force}, timestamp(string)={args.timestamp}, timestamp(long)={ts}\n")
     out.write("%-40s  %-40s  %-40s\n" % ("#brokerName", "#queueId", "#offset"))
     for bname, addr, read, _ in c.topic_queues(args.topic):
-        # The broker-side reset also tells online clients; Apache RocketMQ answers it, rocketlite
-        # may not: then set the committed offsets directly (what mqadmin does for old brokers).
+        # The broker-side reset also tells online clients (rocketlite and Apache RocketMQ answer it).
+        # No consumer online (CONSUMER_NOT_ONLINE) or an old broker: set the committed offsets
+        # directly, as mqadmin does.
         resp = c.invoke(addr, INVOKE_BROKER_TO_RESET_OFFSET, {
             "topic": args.topic, "group": args.group, "timestamp": ts, "isForce": args.force}, check=False)
         if resp.code == ResponseCode.SUCCESS:
