@@ -152,7 +152,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/groups/{name}/offsets": {
             "parameters": [NAME],
-            "post": {"operationId": "resetOffsets", "summary": "Reset committed offsets by offset, time or to an end",
+            "post": {"operationId": "resetOffsets", "summary": "Reset a group's offsets by offset, time or to an end (running consumers follow)",
                      "requestBody": _body(_ref("OffsetReset")),
                      "responses": {"200": _json(_ref("OffsetResetResult")), "400": ERR, "404": ERR, "401": ERR}},
         },
