@@ -320,27 +320,33 @@ class Bridge:
     async def _receive(self, topic: str, ref: QueueRef) -> None:
         """gRPC reverse, one upstream broker: receive, publish locally, then acknowledge.
 
-        Sequential (one receive in flight, acked before the next): messages of one upstream queue
-        stay in order, and a FIFO group upstream (the settings reply says ``fifo``) hands out the
-        next message of a message group only after the ack, so group order holds too."""
+        One receive in flight, and the next one only after the previous batch is stored locally:
+        messages of one upstream queue stay in order. The ack of batch N overlaps receive N+1 (at
+        most one ack in flight); a FIFO group upstream (the settings reply says ``fifo``) hands
+        out the next message of a message group only after the ack, so group order holds too."""
         p = self.puller
         cfg = self.cfg
         local_topic = cfg.local_topic_prefix + topic
         attempt = 0
-        while True:
-            try:
-                await p.wait_ready()
-                got = await p.receive(topic, ref, cfg.batch_size, cfg.pull_invisible_ms)
-                attempt = 0
-            except UpstreamUnavailable:
-                METRICS.inc("rocketlite_bridge_retries_total", {"bridge": cfg.name})
-                await trio.sleep(backoff_ms(attempt, cfg.retry_min_ms, cfg.retry_max_ms, self._rnd) / 1000)
-                attempt += 1
-                continue
-            if got:
-                expires = trio.current_time() + cfg.pull_invisible_ms / 1000
-                done = await self._publish_received(local_topic, got)
-                await self._ack_received(topic, done, expires)
+        acked = trio.Event()
+        acked.set()
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    await p.wait_ready()
+                    got = await p.receive(topic, ref, cfg.batch_size, cfg.pull_invisible_ms)
+                    attempt = 0
+                except UpstreamUnavailable:
+                    METRICS.inc("rocketlite_bridge_retries_total", {"bridge": cfg.name})
+                    await trio.sleep(backoff_ms(attempt, cfg.retry_min_ms, cfg.retry_max_ms, self._rnd) / 1000)
+                    attempt += 1
+                    continue
+                if got:
+                    expires = trio.current_time() + cfg.pull_invisible_ms / 1000
+                    done = await self._publish_received(local_topic, got)
+                    await acked.wait()
+                    acked = trio.Event()
+                    nursery.start_soon(self._ack_received, topic, done, expires, acked)
 
     async def _publish_received(self, local_topic: str, got: list[Any]) -> list[tuple[str, str]]:
         """Store what was received (one atomic local write); returns the (message id, receipt
@@ -375,9 +381,17 @@ class Bridge:
         found = await self.broker.query_by_key(local_topic, message_id, 8)
         return any(m.unique_id == message_id and m.properties.get(PROP_BRIDGE) == self.cfg.name for m in found)
 
-    async def _ack_received(self, topic: str, entries: list[tuple[str, str]], expires: float) -> None:
+    async def _ack_received(self, topic: str, entries: list[tuple[str, str]], expires: float,
+                            finished: trio.Event | None = None) -> None:
         """Acknowledge upstream, retrying with back-off while the receipt handles can still work
         (until the invisible time is over: then the upstream redelivers and we recognise it)."""
+        try:
+            await self._ack_until(topic, entries, expires)
+        finally:
+            if finished is not None:
+                finished.set()
+
+    async def _ack_until(self, topic: str, entries: list[tuple[str, str]], expires: float) -> None:
         p = self.puller
         cfg = self.cfg
         attempt = 0
