@@ -277,3 +277,55 @@ def test_fuzz_records_and_batches(data: bytes) -> None:
             fn(data)
         except (ValueError, struct.error, IndexError):
             pass
+
+
+_json_scalars = st.one_of(st.text(max_size=12), st.integers(-(2**40), 2**40), st.booleans(), st.none())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(-(2**31), 2**31 - 1),
+    st.dictionaries(st.text(max_size=8), _json_scalars, max_size=6),
+    st.sampled_from(["", " ", "\n", "\r\n\t "]), st.sampled_from([None, 1, 2]),
+    st.sampled_from(["JAVA", 13, "CPP", None]), st.one_of(st.none(), st.text(max_size=12)),
+)
+def test_json_header_decoder_agrees_with_json_loads(code: int, ext: dict, space: str, indent: int | None,
+                                                    language: object, remark: str | None) -> None:
+    """The direct scanner call reads what json.loads reads (whitespace around, any key order)."""
+    obj = {"extFields": ext, "code": code, "opaque": 7, "flag": 0, "version": 401, "remark": remark}
+    if language is not None:
+        obj["language"] = language
+    text = space + json.dumps(obj, indent=indent) + space
+    header = text.encode()
+    cmd = decode_frame(struct.pack(">I", len(header)) + header)
+    want = json.loads(header)
+    assert (cmd.code, cmd.opaque, cmd.remark) == (want["code"], 7, remark)
+    assert cmd.ext == {str(k): ext_str(v) for k, v in want["extFields"].items() if v is not None}
+    assert cmd.language == {13: "NODE_JS", None: "JAVA"}.get(language, language)  # type: ignore[call-overload]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_json_header_decoder_rejects_what_json_loads_rejects(text: str) -> None:
+    header = text.encode()
+    try:
+        obj = json.loads(header)
+        ok = isinstance(obj, dict) and "code" in obj
+    except ValueError:
+        ok = False
+    try:
+        decode_frame(struct.pack(">I", len(header)) + header)
+    except FrameError as exc:
+        assert not ok or "bad JSON header" not in str(exc)  # parsed, but e.g. a code that is no number
+    else:
+        assert ok
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=10), st.text(max_size=20), max_size=8), st.one_of(st.none(), st.text(max_size=20)))
+def test_json_header_encoder_matches_json_dumps(ext: dict, remark: str | None) -> None:
+    cmd = RemotingCommand(code=0, opaque=3, flag=1, ext=ext, remark=remark)
+    header = encode_command(cmd)[8:]
+    want = {"code": 0, "extFields": ext, "flag": 1, "language": "JAVA", "opaque": 3,
+            **({} if remark is None else {"remark": remark}), "serializeTypeCurrentRPC": "JSON", "version": cmd.version}
+    assert header == json.dumps(want, separators=(",", ":")).encode()

@@ -43,12 +43,12 @@ from rocketlite.protocols.remoting.codec import (
     RemotingCommand,
     RequestCode as RC,
     ResponseCode as R,
-    StoredRecord,
     decode_batch,
     decode_json_body,
     decode_properties,
     encode_json_body,
-    encode_record,
+    encode_properties,
+    pack_record,
     ext_bool,
     format_java_properties,
     offset_msg_id,
@@ -124,6 +124,42 @@ class Ext:
         return ext_bool(self.opt(name, alias), default)
 
 
+# SEND_MESSAGE's header fields and SEND_MESSAGE_V2's one-letter names for them
+_SEND_FIELDS = (("producerGroup", "a"), ("topic", "b"), ("queueId", "e"), ("sysFlag", "f"), ("bornTimestamp", "g"),
+                ("flag", "h"), ("properties", "i"), ("reconsumeTimes", "j"), ("maxReconsumeTimes", "l"), ("batch", "m"))
+
+
+def _ext_int(v: str | None, name: str, default: int) -> int:
+    if v is None:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        try:
+            return int(float(v))
+        except ValueError:
+            raise BadRequest(f"the custom field <{name}> is not a number: {v!r}") from None
+
+
+def _send_fields(ext: dict[str, str], v2: bool) -> tuple[str, str, int, int, int, int, str, int, str | None, str | None]:
+    """(group, topic, queueId, sysFlag, bornTimestamp, flag, properties, reconsumeTimes,
+    maxReconsumeTimes, batch) of a send request (SEND_MESSAGE's names, V2's one-letter ones)."""
+    get = ext.get
+    vals: list[str | None] = []
+    if v2:  # the one-letter names are what V2 carries (Java reads only those); the long ones as a fallback
+        for name, short in _SEND_FIELDS:
+            vals.append(get(short) or get(name) or None)
+    else:
+        for name, _ in _SEND_FIELDS:
+            vals.append(get(name) or None)
+    group, topic, qid, sys_flag, born, flag, props, recon, max_recon, batch = vals
+    if topic is None:
+        raise MissingField("the custom field <topic> is null")
+    return (group or "", topic, _ext_int(qid, "queueId", -1), _ext_int(sys_flag, "sysFlag", 0),
+            _ext_int(born, "bornTimestamp", 0), _ext_int(flag, "flag", 0), props or "",
+            _ext_int(recon, "reconsumeTimes", 0), max_recon, batch)
+
+
 @dataclass
 class Advertised:
     """Where clients are told the broker is (routes, store host, message ids)."""
@@ -174,6 +210,8 @@ class RemotingService:
         self.pull_hold_max_ms = pull_hold_max_ms
         self.acl: Any = None  # rocketlite.security.acl.Acl when [security] enabled
         self._subs: dict[tuple[str, str, str], Subscription] = {}
+        self._msg_id_key: tuple[str, int] | None = None
+        self._msg_id_prefix = ""
         self._changed_handles: dict[tuple[str, str, bool, int, int], str] = {}
         self.handlers: dict[int, Handler] = {
             RC.GET_ROUTEINFO_BY_TOPIC: self.get_route,
@@ -256,35 +294,32 @@ class RemotingService:
         return f"{self.adv.store_ip}:{self.adv.port}"
 
     def msg_id(self, commit_offset: int) -> str:
-        return offset_msg_id(self.adv.store_ip, self.adv.port, commit_offset)
+        adv = self.adv
+        if self._msg_id_key != (adv.store_ip, adv.port):  # UPDATE_BROKER_CONFIG may move it
+            self._msg_id_key = (adv.store_ip, adv.port)
+            self._msg_id_prefix = offset_msg_id(adv.store_ip, adv.port, 0)[:16]
+        return self._msg_id_prefix + "%016X" % (commit_offset & 0xFFFFFFFFFFFFFFFF)
 
     def record(self, m: Message, *, topic: str | None = None, queue_id: int | None = None) -> bytes:
-        props = dict(m.properties)
+        props = m.properties
+        text = encode_properties(props) if props else ""
         if m.tags and PROP_TAGS not in props:
-            props[PROP_TAGS] = m.tags
+            text += f"{PROP_TAGS}\x01{m.tags}\x02"
         if m.keys and PROP_KEYS not in props:
-            props[PROP_KEYS] = m.keys
-        props.setdefault("CLUSTER", self.broker.settings.cluster_name)
+            text += f"{PROP_KEYS}\x01{m.keys}\x02"
+        if "CLUSTER" not in props:
+            text += f"CLUSTER\x01{self.broker.settings.cluster_name}\x02"
         prepared = 0
-        pto = props.get("__RL_PREPARED_OFFSET") or props.get("TRAN_PREPARED_OFFSET")
+        pto = props.get("__RL_PREPARED_OFFSET") or props.get("TRAN_PREPARED_OFFSET") if props else None
         if pto and pto.lstrip("-").isdigit():
             prepared = int(pto)
-        return encode_record(StoredRecord(
-            topic=topic if topic is not None else m.topic,
-            body=m.body,
-            queue_id=m.queue_id if queue_id is None else queue_id,
-            flag=m.flag,
-            queue_offset=max(0, m.queue_offset),
-            physical_offset=max(0, m.commit_offset),
-            sys_flag=m.sys_flag,
-            born_timestamp=m.born_timestamp,
-            born_host=m.born_host or self.store_host(),
-            store_timestamp=m.store_timestamp,
-            store_host=self.store_host(),
-            reconsume_times=m.reconsume_times,
-            prepared_transaction_offset=prepared,
-            properties=props,
-        ))
+        store_host = self.store_host()
+        return pack_record(
+            m.topic if topic is None else topic, m.body, text,
+            m.queue_id if queue_id is None else queue_id, m.flag, max(0, m.queue_offset), max(0, m.commit_offset),
+            m.sys_flag, m.born_timestamp, m.born_host or store_host, m.store_timestamp, store_host,
+            m.reconsume_times, prepared,
+        )
 
     def subscription(self, topic: str, expression: str, kind: str) -> Subscription:
         key = (topic, expression, kind)
@@ -481,22 +516,12 @@ class RemotingService:
             state.clients.add((cid, group, "producer"))
 
     async def send_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
-        e = Ext(cmd.ext)
-        v2 = cmd.code != RC.SEND_MESSAGE
-        group = e.opt("producerGroup", "a" if v2 else None) or ""
-        topic = e.str("topic", "b" if v2 else None)
-        queue_id = e.int("queueId", "e" if v2 else None, default=-1)
-        sys_flag = e.int("sysFlag", "f" if v2 else None, default=0)
-        born_ts = e.int("bornTimestamp", "g" if v2 else None, default=0)
-        flag = e.int("flag", "h" if v2 else None, default=0)
-        props_text = e.opt("properties", "i" if v2 else None) or ""
-        if len(props_text.encode()) > 32767:
+        (group, topic, queue_id, sys_flag, born_ts, flag, props_text, reconsume, max_reconsume,
+         batch_flag) = _send_fields(cmd.ext, cmd.code != RC.SEND_MESSAGE)
+        if len(props_text) > 8191 and len(props_text.encode()) > 32767:  # at most 4 bytes per character
             return cmd.response(R.MESSAGE_ILLEGAL, remark="the message properties size is over 32K")
         props = decode_properties(props_text)
-        reconsume = e.int("reconsumeTimes", "j" if v2 else None, default=0)
-        max_reconsume = e.opt("maxReconsumeTimes", "l" if v2 else None)
-        batch_flag = e.opt("batch", "m" if v2 else None)
-        is_batch = cmd.code == RC.SEND_BATCH_MESSAGE or ext_bool(batch_flag)
+        is_batch = cmd.code == RC.SEND_BATCH_MESSAGE or (batch_flag is not None and ext_bool(batch_flag))
         if topic.startswith("%RETRY%"):
             group_name = topic[len("%RETRY%"):]
             limit = int(max_reconsume) if max_reconsume and cmd.version >= 121 else None
@@ -539,10 +564,12 @@ class RemotingService:
         else:
             METRICS.messages_in(PROTOCOL, topic, len(msgs), sum(len(m.body) for m in msgs))
         first = results[0]
+        msg_id = self.msg_id
         ext = {
-            "msgId": ",".join(self.msg_id(r.commit_offset) for r in results),
-            "queueId": first.queue_id,
-            "queueOffset": first.queue_offset,
+            "msgId": msg_id(first.commit_offset) if len(results) == 1
+            else ",".join(msg_id(r.commit_offset) for r in results),
+            "queueId": str(first.queue_id),
+            "queueOffset": str(first.queue_offset),
             "transactionId": first.transaction_id or first.unique_id,
             "MSG_REGION": "DefaultRegion",
             "TRACE_ON": "true",
