@@ -40,10 +40,22 @@ import trio
 from google.protobuf.message import DecodeError
 
 from rocketlite.bridge.config import BridgeConfig, incoming_message
-from rocketlite.core.message import PROP_KEYS, PROP_MESSAGE_GROUP, PROP_TAGS, PROP_UNIQ_KEY, SYSFLAG_COMPRESSED, Message
-from rocketlite.bridge.upstream import QueueRef, Route, UpstreamRejected, UpstreamUnavailable
-from rocketlite.protocols.grpc import messaging_pb2 as pb
+from rocketlite.bridge.upstream import (
+    QueueRef,
+    Route,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from rocketlite.core.message import (
+    PROP_KEYS,
+    PROP_MESSAGE_GROUP,
+    PROP_TAGS,
+    PROP_UNIQ_KEY,
+    SYSFLAG_COMPRESSED,
+    Message,
+)
 from rocketlite.metrics import METRICS
+from rocketlite.protocols.grpc import messaging_pb2 as pb
 from rocketlite.security.acl import grpc_signature
 
 log = logging.getLogger("rocketlite.bridge")
@@ -64,7 +76,7 @@ _REJECTED = {pb.BAD_REQUEST, pb.ILLEGAL_MESSAGE_TAG, pb.ILLEGAL_MESSAGE_KEY, pb.
 
 
 class _Call:
-    __slots__ = ("headers", "trailers", "data", "done", "reset", "changed", "limit")
+    __slots__ = ("changed", "data", "done", "headers", "limit", "reset", "trailers")
 
     def __init__(self, limit: int = MAX_RESPONSE) -> None:
         self.headers: dict[str, str] = {}
@@ -243,7 +255,7 @@ class _Channel:
             raise ConnectionError("empty gRPC response")
         return msgs[0]
 
-    async def open_stream(self, method: str, metadata: list[tuple[str, str]]) -> "_BidiStream":
+    async def open_stream(self, method: str, metadata: list[tuple[str, str]]) -> _BidiStream:
         sid, call = self._open(method, metadata, None, MAX_RESPONSE)
         await self.flush()
         return _BidiStream(self, sid, call)

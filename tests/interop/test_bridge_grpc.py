@@ -23,7 +23,13 @@ import pytest
 
 from rocketlite.admin.client import RemotingClient
 from rocketlite.protocols.remoting.codec import BatchItem, RequestCode, encode_batch
-from tests.interop.test_bridge_remoting import api, metric, read_all, wait_for, write_config
+from tests.interop.test_bridge_remoting import (
+    api,
+    metric,
+    read_all,
+    wait_for,
+    write_config,
+)
 from tests.support.interop import venv_python
 from tests.support.server import RocketliteProcess
 
@@ -67,7 +73,7 @@ def produce(tmp_path: Path, up: RocketliteProcess, topic: str, start: int, count
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
     proc = subprocess.run([str(py), str(script), up.endpoint("grpc"), topic, str(start), str(count), *keys],
-                          capture_output=True, timeout=60, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+                          check=False, capture_output=True, timeout=60, env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
     events = [json.loads(x) for x in proc.stdout.decode().splitlines() if x.startswith("{")]
     if proc.returncode != 0 or not events or events[-1].get("event") != "done":
         pytest.fail(f"producer failed ({proc.returncode}): {proc.stdout.decode()[-2000:]}\n{proc.stderr.decode()[-4000:]}")
