@@ -75,6 +75,11 @@ _REJECTED = {pb.BAD_REQUEST, pb.ILLEGAL_MESSAGE_TAG, pb.ILLEGAL_MESSAGE_KEY, pb.
              pb.MESSAGE_BODY_TOO_LARGE, pb.MESSAGE_BODY_EMPTY, pb.MESSAGE_PROPERTIES_TOO_LARGE}
 
 
+# What a lost or broken connection (or an undecodable reply) raises: drop it, back off, retry.
+_TRANSPORT_ERRORS = (OSError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError,
+                     ssl.SSLError, h2.exceptions.H2Error, DecodeError)
+
+
 class _Call:
     __slots__ = ("changed", "data", "done", "headers", "limit", "reset", "trailers")
 
@@ -404,8 +409,7 @@ class GrpcUpstream:
                 return [resp_cls.FromString(r) for r in raws]
             raw = await ch.unary(method, req.SerializeToString(), self._metadata(), timeout)
             return resp_cls.FromString(raw)
-        except (OSError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError,
-                ssl.SSLError, h2.exceptions.H2Error, DecodeError) as exc:
+        except _TRANSPORT_ERRORS as exc:
             await self.aclose()
             self._index += 1  # next endpoint next time
             self._failed(f"{self.endpoint}: {type(exc).__name__}: {exc}")
@@ -543,8 +547,7 @@ class GrpcUpstream:
                 await stream.send(self.settings_command(topics).SerializeToString())
                 with trio.fail_after(self.cfg.request_timeout_ms / 1000):
                     reply = await self._next_settings(stream)
-            except (OSError, ConnectionError, trio.TooSlowError, trio.BrokenResourceError, trio.ClosedResourceError,
-                    ssl.SSLError, h2.exceptions.H2Error, DecodeError) as exc:
+            except _TRANSPORT_ERRORS as exc:
                 await self.aclose()
                 self._index += 1
                 self._failed(f"{self.endpoint}: Telemetry: {type(exc).__name__}: {exc}")
@@ -594,7 +597,7 @@ class GrpcUpstream:
                 if trio.current_time() - last_settings >= SETTINGS_RESEND_S:
                     await stream.send(self.settings_command(topics).SerializeToString())
                     last_settings = trio.current_time()
-        except (UpstreamUnavailable, ConnectionError, h2.exceptions.H2Error):
+        except (UpstreamUnavailable, *_TRANSPORT_ERRORS):
             scope.cancel()  # the session starts over
 
     async def _telemetry_reader(self, stream: _BidiStream) -> None:
@@ -612,7 +615,7 @@ class GrpcUpstream:
                     return
                 else:
                     await self._answer(stream, cmd)
-        except (ConnectionError, DecodeError, h2.exceptions.H2Error, UpstreamUnavailable):
+        except (UpstreamUnavailable, *_TRANSPORT_ERRORS):
             return
 
     async def _answer(self, stream: _BidiStream, cmd: pb.TelemetryCommand) -> None:
