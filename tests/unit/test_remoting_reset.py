@@ -8,6 +8,7 @@ import json
 import re
 
 import trio
+import trio.testing
 
 from rocketlite.protocols.remoting.codec import RemotingCommand
 from rocketlite.protocols.remoting.reset import encode_reset_body, encode_reset_body_c
@@ -110,3 +111,46 @@ async def test_parked_pull_comes_back_moved() -> None:
                 r = await admin.request(222, topic="T", group="G", timestamp=0, isForce="true")
                 assert r.code == 0
         assert got[0].code == 21 and got[0].ext["nextBeginOffset"] == "0"
+
+
+# -- the reset handler and the wrapped handlers answer whatever they are sent --------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    code=st.sampled_from([222, 11, 15, 34]),
+    ext=st.dictionaries(st.sampled_from(["topic", "group", "consumerGroup", "queueId", "queueOffset", "timestamp",
+                                         "isForce", "offset", "sysFlag", "commitOffset", "maxMsgNums"]),
+                        st.one_of(st.sampled_from(["T", "G", "true", "-1", "0", "1", "2", "x", ""]),
+                                  st.text(max_size=6)), max_size=8),
+    pending=st.booleans(),
+)
+def test_fuzz_reset_handlers_always_answer(code: int, ext: dict[str, str], pending: bool) -> None:
+    from rocketlite.core.broker import Broker, ClientInfo
+    from rocketlite.core.filters import Subscription
+    from rocketlite.core.message import Message
+    from rocketlite.protocols.remoting.handlers import Advertised, RemotingService
+    from rocketlite.runtime import TrioRuntime
+    from rocketlite.storage.memory import MemoryStore
+    from tests.unit.test_remoting_server import _FakeSession
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            broker = Broker(MemoryStore(), TrioRuntime(nursery))
+            await broker.start()
+            svc = RemotingService(broker, Advertised("127.0.0.1", 10911))
+            await broker.create_topic("T", queues=2)
+            await broker.send([Message("T", b"x", queue_id=0), Message("T", b"y", queue_id=0)])
+            broker.register_consumer(ClientInfo("c", "G", protocol="remoting", session=_FakeSession(),
+                                                subscriptions={"T": Subscription.make("T", "*")}))
+            if pending:
+                await broker.reset_offsets("G", "T", {0: 1, 1: 0})
+            body = b'{"clientID":"c","consumerDataSet":[]}' if code == 34 else b""
+            resp = await svc.handle(_FakeSession(), RemotingCommand(code=code, opaque=1, ext=ext, body=body))
+            assert resp is None or resp.is_response
+            nursery.cancel_scope.cancel()
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
