@@ -558,11 +558,15 @@ class GrpcUpstream:
             self._ready.set()
             log.info("bridge %s: subscribed upstream as %s (group %s, fifo=%s)", self.cfg.name, self.client_id,
                      self.cfg.consumer_group, self.fifo)
+            asked = False
             async with trio.open_nursery() as n:
                 n.start_soon(self._heartbeats, stream, topics, n.cancel_scope)
-                await self._telemetry_reader(stream)
+                asked = await self._telemetry_reader(stream)
                 n.cancel_scope.cancel()
-            self._failed(f"{self.endpoint}: Telemetry stream ended")
+            if asked:
+                log.info("bridge %s: the upstream asked us to reconnect", self.cfg.name)
+            else:
+                self._failed(f"{self.endpoint}: Telemetry stream ended")
             await self.aclose()
         finally:
             self._unready()
@@ -600,23 +604,23 @@ class GrpcUpstream:
         except (UpstreamUnavailable, *_TRANSPORT_ERRORS):
             scope.cancel()  # the session starts over
 
-    async def _telemetry_reader(self, stream: _BidiStream) -> None:
-        """Until the stream ends (or the server asks us to reconnect)."""
+    async def _telemetry_reader(self, stream: _BidiStream) -> bool:
+        """Until the stream ends (False) or the server asks us to reconnect (True)."""
         try:
             while True:
                 raw = await stream.recv()
                 if raw is None:
-                    return
+                    return False
                 cmd = pb.TelemetryCommand.FromString(raw)
                 kind = cmd.WhichOneof("command")
                 if kind == "settings":
                     self._take_settings(cmd)
                 elif kind == "reconnect_endpoints_command":
-                    return
+                    return True
                 else:
                     await self._answer(stream, cmd)
         except (UpstreamUnavailable, *_TRANSPORT_ERRORS):
-            return
+            return False
 
     async def _answer(self, stream: _BidiStream, cmd: pb.TelemetryCommand) -> None:
         """Commands a proxy may send a consumer (the console's "consumer status", "resend")."""

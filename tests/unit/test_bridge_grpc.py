@@ -42,6 +42,7 @@ class StrictProxy(MessagingService):
         self.violations: list[str] = []
         self.calls: list[str] = []
         self.settings_of: dict[str, pb.Settings] = {}
+        self.answers: list[pb.TelemetryCommand] = []
 
     def _check_headers(self, call: Any, what: str) -> None:
         md = call.metadata
@@ -51,9 +52,21 @@ class StrictProxy(MessagingService):
             self.violations.append(f"{what}: x-mq-language {md.get('x-mq-language')!r} is no LanguageCode")
 
     async def telemetry(self, call: Any) -> None:
+        """As rocketlite's, plus a record of the client's answers to server commands."""
         self._check_headers(call, "Telemetry")
         self.calls.append("Telemetry")
-        await super().telemetry(call)
+        c = self.client(call)
+        c.telemetry = call
+        try:
+            while (payload := await call.recv()) is not None:
+                cmd = pb.TelemetryCommand.FromString(payload)
+                if cmd.WhichOneof("command") == "settings":
+                    await c.push(self.apply_settings(c, cmd.settings))
+                else:
+                    self.answers.append(cmd)
+        finally:
+            if c.telemetry is call:
+                c.telemetry = None
 
     def apply_settings(self, c: Any, s: pb.Settings) -> pb.TelemetryCommand:
         self.settings_of[c.client_id] = s
@@ -182,6 +195,59 @@ async def test_reverse_path_against_a_strict_proxy_and_its_restart(nursery: trio
     for g in ("g0", "g1"):
         mine = [b for b in bodies if int(b[1:]) % 2 == int(g[1])]
         assert mine == sorted(mine, key=lambda b: int(b[1:]))
+
+
+async def test_server_commands_on_telemetry_are_answered(nursery: trio.Nursery) -> None:
+    """The proxy's console asks a client for its thread stacks or to verify a message, and may ask
+    it to reconnect: the bridge answers the first two and opens a new session for the third."""
+    upstream = await new_broker(nursery)
+    await upstream.create_topic("cmds", queues=1)
+    proxy, port, scope = await start_proxy(nursery, upstream)
+    edge = await new_broker(nursery)
+    (cfg,) = parse_bridges({"cloud": {"upstream": f"grpc://127.0.0.1:{port}", "pull_topics": ["cmds"],
+                                      "pull_suspend_ms": 1000, "retry_min_ms": 20, "retry_max_ms": 200}})
+    bridge = Bridge(cfg, edge)
+    async with trio.open_nursery() as n:
+        n.start_soon(bridge.run)
+
+        async def settled() -> bool:
+            return bridge.puller is not None and bridge.puller._ready.is_set() and bool(proxy.settings_of)
+
+        await wait_until(settled)
+        client = proxy.clients[next(iter(proxy.settings_of))]
+        ask = pb.TelemetryCommand()
+        ask.print_thread_stack_trace_command.nonce = "n-stack"
+        await client.push(ask)
+        verify = pb.TelemetryCommand()
+        verify.verify_message_command.nonce = "n-verify"
+        await client.push(verify)
+
+        async def answered() -> bool:
+            return len(proxy.answers) >= 2
+
+        await wait_until(answered)
+        by_kind = {a.WhichOneof("command"): a for a in proxy.answers}
+        assert by_kind["thread_stack_trace"].thread_stack_trace.nonce == "n-stack"
+        assert by_kind["thread_stack_trace"].status.code == pb.OK
+        assert by_kind["verify_message_result"].verify_message_result.nonce == "n-verify"
+        assert by_kind["verify_message_result"].status.code != pb.OK  # not something a bridge does
+        reconnect = pb.TelemetryCommand()
+        reconnect.reconnect_endpoints_command.nonce = "n-reconnect"
+        await client.push(reconnect)
+
+        async def resubscribed() -> bool:
+            return proxy.calls.count("Telemetry") >= 2 and bridge.puller._ready.is_set()
+
+        await wait_until(resubscribed)
+        await upstream.send([Message("cmds", b"after-reconnect", queue_id=0)])
+
+        async def arrived() -> bool:
+            return await local_bodies(edge, "cmds") == [b"after-reconnect"]
+
+        await wait_until(arrived)
+        assert proxy.violations == []
+        n.cancel_scope.cancel()
+    scope.cancel()
 
 
 class ScriptedPuller:
