@@ -312,6 +312,7 @@ class GrpcUpstream:
         self.up = False
         self.last_error = ""
         self._logged: dict[str, float] = {}
+        self._stopping = False
         # the proxy keeps one Settings per client id: the consumer needs its own
         self.client_id = f"{socket.gethostname()}@{os.getpid()}@rocketlite-bridge-{cfg.name}"
         if role != "producer":
@@ -389,7 +390,9 @@ class GrpcUpstream:
 
     def _failed(self, why: str) -> None:
         now = time.monotonic()
-        if self.up or now - self._logged.get(why, -1e9) > 60:  # each distinct failure once a minute
+        if self._stopping:
+            pass  # what breaks while the bridge shuts down is no news
+        elif self.up or now - self._logged.get(why, -1e9) > 60:  # each distinct failure once a minute
             log.warning("bridge %s: upstream unavailable: %s", self.cfg.name, why)
             if len(self._logged) > 100:
                 self._logged.clear()
@@ -647,6 +650,7 @@ class GrpcUpstream:
 
     async def terminate(self) -> None:
         """Tell the upstream we are gone (``NotifyClientTermination``), best effort."""
+        self._stopping = True
         if self._channel is None or self._channel.closed.is_set():
             return
         req = pb.NotifyClientTerminationRequest()
