@@ -44,7 +44,8 @@ acknowledging one fails with ``InvalidReceipt``. The group's retry queue is not 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from rocketlite.storage.base import WriteBatch
 
@@ -57,7 +58,7 @@ ResetListener = Callable[[str, str, dict[int, int]], None]  # (group, topic, {qu
 
 
 class OffsetResets:
-    def __init__(self, broker: "Broker") -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.listeners: list[ResetListener] = []
         self._pending: dict[tuple[str, str, int], int] = {}

@@ -69,8 +69,8 @@ async def test_invoke_reset_notifies_java_clients_and_moves_others() -> None:
         await cpp.request(15, consumerGroup="G", topic="T", queueId=0, commitOffset=3)
         assert b.query_offset("G", "T", 0) == 0
         # ... and its next pull at the old position is told where to continue, once
-        pull = dict(consumerGroup="G", topic="T", queueId=0, queueOffset=3, maxMsgNums=32, sysFlag=1,
-                    commitOffset=3, suspendTimeoutMillis=0, subVersion=0)
+        pull = {"consumerGroup": "G", "topic": "T", "queueId": 0, "queueOffset": 3, "maxMsgNums": 32, "sysFlag": 1,
+                "commitOffset": 3, "suspendTimeoutMillis": 0, "subVersion": 0}
         r = await cpp.request(11, pull)
         assert r.code == 21 and r.ext["nextBeginOffset"] == "0"
         assert b.query_offset("G", "T", 0) == 0  # the piggy-backed commit was not applied
@@ -97,8 +97,8 @@ async def test_parked_pull_comes_back_moved() -> None:
         for i in range(3):
             await admin.send_message("T", f"m{i}".encode(), queue_id=0)
         await consumer.heartbeat("cid-c", consumer_group="G", subscriptions={"T": "*"})
-        pull = dict(consumerGroup="G", topic="T", queueId=0, queueOffset=3, maxMsgNums=32, sysFlag=2,
-                    commitOffset=0, suspendTimeoutMillis=15_000, subVersion=0)
+        pull = {"consumerGroup": "G", "topic": "T", "queueId": 0, "queueOffset": 3, "maxMsgNums": 32, "sysFlag": 2,
+                "commitOffset": 0, "suspendTimeoutMillis": 15_000, "subVersion": 0}
         got: list[RemotingCommand] = []
 
         async def parked() -> None:
@@ -115,8 +115,8 @@ async def test_parked_pull_comes_back_moved() -> None:
 
 # -- the reset handler and the wrapped handlers answer whatever they are sent --------------------
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -46,14 +46,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from rocketlite.core.errors import BadRequest
-from rocketlite.protocols.remoting.codec import (
-    FLAG_ONEWAY,
-    RemotingCommand,
-    RequestCode as RC,
-    ResponseCode as R,
-    decode_json_body,
-    ext_bool,
-)
+from rocketlite.protocols.remoting.codec import FLAG_ONEWAY, RemotingCommand, decode_json_body, ext_bool
+from rocketlite.protocols.remoting.codec import RequestCode as RC
+from rocketlite.protocols.remoting.codec import ResponseCode as R
 
 if TYPE_CHECKING:  # pragma: no cover
     from rocketlite.protocols.remoting.handlers import RemotingService, Session
@@ -71,7 +66,7 @@ def encode_reset_body(broker_name: str, topic: str, offsets: dict[int, int]) -> 
     """A ResetOffsetBody the way fastjson writes it (Java clients, admin tools)."""
     items = []
     for q, off in sorted(offsets.items()):
-        key = '{"brokerName":%s,"queueId":%d,"topic":%s}' % (json.dumps(broker_name), q, json.dumps(topic))
+        key = f'{{"brokerName":{json.dumps(broker_name)},"queueId":{int(q)},"topic":{json.dumps(topic)}}}'
         items.append(f"{key}:{int(off)}")
     return ('{"offsetTable":{' + ",".join(items) + "}}").encode()
 
@@ -86,7 +81,7 @@ def encode_reset_body_c(broker_name: str, topic: str, offsets: dict[int, int]) -
 class RemotingResets:
     """The 222 handler, the 220 pushes and the pending-reset wrappers of one RemotingService."""
 
-    def __init__(self, service: "RemotingService") -> None:
+    def __init__(self, service: RemotingService) -> None:
         self.service = service
         self.broker = service.broker
         self.languages: dict[str, str] = {}  # client id -> language of its last heartbeat
@@ -100,7 +95,7 @@ class RemotingResets:
         self.broker.resets.listeners.append(self.notify)
 
     # -- 222 -----------------------------------------------------------------------------------
-    async def invoke_reset(self, session: "Session", cmd: RemotingCommand) -> RemotingCommand:
+    async def invoke_reset(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
         ext = cmd.ext
         topic, group = ext.get("topic") or "", ext.get("group") or ""
         if not topic or not group:
@@ -154,7 +149,7 @@ class RemotingResets:
                                                 body=body))
 
     # -- wrapped handlers ----------------------------------------------------------------------
-    async def heartbeat(self, session: "Session", cmd: RemotingCommand) -> RemotingCommand | None:
+    async def heartbeat(self, session: Session, cmd: RemotingCommand) -> RemotingCommand | None:
         resp = await self._heartbeat(session, cmd)
         try:
             data: Any = decode_json_body(cmd.body) or {}
@@ -169,7 +164,7 @@ class RemotingResets:
                 self.languages = {k: v for k, v in self.languages.items() if k in online}
         return resp
 
-    async def pull_message(self, session: "Session", cmd: RemotingCommand) -> RemotingCommand | None:
+    async def pull_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand | None:
         resets = self.broker.resets
         ext = cmd.ext
         try:
@@ -196,7 +191,7 @@ class RemotingResets:
             "suggestWhichBrokerId": 0, "nextBeginOffset": target,
             "minOffset": b.min_offset(topic, queue_id), "maxOffset": b.max_offset(topic, queue_id)})
 
-    async def update_consumer_offset(self, session: "Session", cmd: RemotingCommand) -> RemotingCommand | None:
+    async def update_consumer_offset(self, session: Session, cmd: RemotingCommand) -> RemotingCommand | None:
         ext = cmd.ext
         try:
             pending = self.broker.resets.pending(ext["consumerGroup"], ext["topic"], int(ext["queueId"]))
@@ -207,5 +202,5 @@ class RemotingResets:
         return await self._update_offset(session, cmd)
 
 
-def install(service: "RemotingService") -> RemotingResets:
+def install(service: RemotingService) -> RemotingResets:
     return RemotingResets(service)
