@@ -199,6 +199,28 @@ async def test_unknown_code_oneway_and_binary() -> None:
         assert r.code == 0 and r.serialize == SERIALIZE_ROCKETMQ and json.loads(r.body)["queueDatas"]
 
 
+async def test_pipelined_requests_keep_their_order_where_it_matters() -> None:
+    """Frames that arrive in one read still take effect in order: sends to one queue are stored in
+    arrival order, and an offset update is visible to the query right behind it."""
+    async with serve() as srv, srv.client() as c:
+        for i in range(1, 30):
+            await c.oneway(15, consumerGroup="G", topic="T", queueId=0, commitOffset=i)
+            r = await c.request(14, consumerGroup="G", topic="T", queueId=0)
+            assert r.ext["offset"] == str(i)
+        got: list[RemotingCommand] = []
+        async with trio.open_nursery() as n:
+            async def send(k: int) -> None:
+                got.append(await c.send_message("Ordered", str(k).encode(), queue_id=1))
+            for k in range(50):
+                n.start_soon(send, k)
+        assert all(r.code == 0 for r in got)
+        r = await c.request(11, consumerGroup="G", topic="Ordered", queueId=1, queueOffset=0, maxMsgNums=64,
+                            sysFlag=4, subscription="*")
+        bodies = [rec.body for rec in decode_records(r.body)]
+        offsets = {int(x.ext["queueOffset"]): x for x in got}
+        assert len(bodies) == 50 and sorted(offsets) == list(range(50))
+
+
 async def test_malformed_frames_close_only_that_connection() -> None:
     async with serve() as srv:
         for junk in (b"\x7f\xff\xff\xff", b"\x00\x00\x00\x06\x00\x00\x00\x09{}",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import socket
 from typing import Any
 
 import trio
@@ -26,8 +28,9 @@ class RemotingClient:
     """Use as ``async with RemotingClient.connect(host, port) as c: resp = await c.request(105, topic="T")``."""
 
     def __init__(self, stream: trio.abc.Stream, *, language: str = "JAVA", version: int = 401,
-                 serialize: int = SERIALIZE_JSON) -> None:
+                 serialize: int = SERIALIZE_JSON, raw: socket.socket | None = None) -> None:
         self.stream = stream
+        self.raw = raw  # the plain socket under ``stream``: I/O without a Trio round trip per call
         self.language = language
         self.version = version
         self.serialize = serialize
@@ -38,6 +41,7 @@ class RemotingClient:
         self.incoming_send, self.incoming = trio.open_memory_channel[RemotingCommand](1000)
         self.closed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._reads = 0
 
     @classmethod
     def connect(cls, host: str, port: int, **kw: Any) -> "_Connected":
@@ -48,8 +52,8 @@ class RemotingClient:
         try:
             while True:
                 try:
-                    data = await self.stream.receive_some(65536)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = await self._receive()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     break
                 if not data:
                     break
@@ -70,6 +74,21 @@ class RemotingClient:
             for ev, _ in self._waiting.values():
                 ev.set()
 
+    async def _receive(self) -> bytes:
+        raw = self.raw
+        if raw is None:
+            return await self.stream.receive_some(65536)
+        self._reads += 1
+        if self._reads >= 16:  # let the other tasks run now and then
+            self._reads = 0
+            await trio.lowlevel.checkpoint()
+        while True:
+            try:
+                return raw.recv(65536)
+            except BlockingIOError:
+                self._reads = 0
+                await trio.lowlevel.wait_readable(raw)
+
     async def send(self, cmd: RemotingCommand) -> None:
         """Queue a frame; concurrent senders' frames go out together in one write."""
         self._out.append(encode_command(cmd))
@@ -80,7 +99,24 @@ class RemotingClient:
             while self._out:
                 chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
                 self._out.clear()
-                await self.stream.send_all(chunk)
+                if self.raw is None:
+                    await self.stream.send_all(chunk)
+                    continue
+                try:
+                    sent = self.raw.send(chunk)
+                except BlockingIOError:
+                    sent = 0
+                except OSError as exc:
+                    raise trio.BrokenResourceError(str(exc)) from exc
+                with memoryview(chunk) as view:
+                    while sent < len(chunk):
+                        await trio.lowlevel.wait_writable(self.raw)
+                        try:
+                            sent += self.raw.send(view[sent:])
+                        except BlockingIOError:
+                            pass
+                        except OSError as exc:
+                            raise trio.BrokenResourceError(str(exc)) from exc
         finally:
             self._flushing = False
 
@@ -154,6 +190,30 @@ def _s(v: Any) -> str:
     return str(v)
 
 
+async def _connect(host: str, port: int) -> socket.socket:
+    """A connected non-blocking TCP socket (first address that answers)."""
+    error: OSError | None = None
+    for family, type_, proto, _, addr in await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setblocking(False)
+            try:
+                sock.connect(addr)
+            except BlockingIOError:
+                await trio.lowlevel.wait_writable(sock)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err)) from None
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+        except BaseException:
+            sock.close()
+            raise
+    raise error or OSError(f"cannot connect to {host}:{port}")
+
+
 class _Connected:
     def __init__(self, host: str, port: int, kw: dict[str, Any]) -> None:
         self.host, self.port, self.kw = host, port, kw
@@ -161,8 +221,9 @@ class _Connected:
         self.client: RemotingClient | None = None
 
     async def __aenter__(self) -> RemotingClient:
-        stream = await trio.open_tcp_stream(self.host, self.port)
-        self.client = RemotingClient(stream, **self.kw)
+        sock = await _connect(self.host, self.port)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        self.client = RemotingClient(stream, raw=sock, **self.kw)
         self._nursery_cm = trio.open_nursery()
         nursery = await self._nursery_cm.__aenter__()
         nursery.start_soon(self.client._reader)

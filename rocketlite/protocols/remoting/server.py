@@ -45,6 +45,7 @@ log = logging.getLogger("rocketlite.remoting")
 
 MAX_INFLIGHT = 256
 _SEND_CODES = (10, 310, 320)  # SEND_MESSAGE, SEND_MESSAGE_V2, SEND_BATCH_MESSAGE
+_OFFSET_CODES = (14, 15)  # QUERY_CONSUMER_OFFSET, UPDATE_CONSUMER_OFFSET
 READ_SIZE = 65536
 YIELD_EVERY = 16  # reads without a Trio checkpoint while the client keeps the socket busy
 
@@ -72,7 +73,7 @@ class Connection:
             pass
         self._out: list[bytes] = []
         self._flushing = False
-        self._send_chain: dict[tuple[str, str], trio.Event] = {}
+        self._send_chain: dict[tuple[str, ...], trio.Event] = {}
         self._inflight = 0  # requests running (at most MAX_INFLIGHT)
         self._reads = 0
         self._room: trio.Event | None = None  # set when a request finishes while the reader waits
@@ -145,23 +146,27 @@ class Connection:
             self._pending.pop(cmd.opaque, None)
         return slot[0] if slot else None
 
-    def _send_order(self, cmd: RemotingCommand) -> tuple[trio.Event | None, trio.Event, tuple[str, str]] | None:
-        """Sends to one queue over one connection are stored in arrival order (as a Java broker's
-        single send thread does), while other queues' sends run in parallel: each send waits for
-        the previous one to the same (topic, queue). Called in arrival order by the reader."""
-        if cmd.code not in _SEND_CODES:
-            return None
+    def _send_order(self, cmd: RemotingCommand) -> tuple[trio.Event | None, trio.Event, tuple[str, ...]] | None:
+        """Requests that must take effect in arrival order wait for the previous one with the same
+        key; everything else runs in parallel. Sends to one queue over one connection are stored in
+        arrival order (as a Java broker's single send thread does); a consumer offset update is
+        visible to the offset query sent after it. Called in arrival order by the reader."""
+        code = cmd.code
         ext = cmd.ext
-        topic = ext.get("b") or ext.get("topic") or ""
-        qid = ext.get("e") or ext.get("queueId") or "-1"
-        key = (topic, qid)
+        if code in _SEND_CODES:
+            key: tuple[str, ...] = ("send", ext.get("b") or ext.get("topic") or "",
+                                    ext.get("e") or ext.get("queueId") or "-1")
+        elif code in _OFFSET_CODES:
+            key = ("offset", ext.get("consumerGroup") or "", ext.get("topic") or "", ext.get("queueId") or "")
+        else:
+            return None
         prev = self._send_chain.get(key)
         mine = trio.Event()
         self._send_chain[key] = mine
         return prev, mine, key
 
     async def _run_request(self, cmd: RemotingCommand,
-                           order: tuple[trio.Event | None, trio.Event, tuple[str, str]] | None = None) -> None:
+                           order: tuple[trio.Event | None, trio.Event, tuple[str, ...]] | None = None) -> None:
         try:
             if order is not None and order[0] is not None:
                 await order[0].wait()
@@ -183,7 +188,7 @@ class Connection:
                 self._room.set()
                 self._room = None
 
-    def _release_order(self, order: tuple[trio.Event | None, trio.Event, tuple[str, str]]) -> None:
+    def _release_order(self, order: tuple[trio.Event | None, trio.Event, tuple[str, ...]]) -> None:
         _, mine, key = order
         mine.set()
         if self._send_chain.get(key) is mine:
