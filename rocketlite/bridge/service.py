@@ -46,6 +46,8 @@ METRICS.describe("rocketlite_bridge_received_total", "counter", "Messages a brid
 METRICS.describe("rocketlite_bridge_retries_total", "counter", "Upstream requests a bridge will retry after a back-off.")
 METRICS.describe("rocketlite_bridge_rejected_total", "counter",
                  "Messages the upstream refused for good (MESSAGE_ILLEGAL), kept locally in %DLQ%rocketlite-bridge-<name>.")
+METRICS.describe("rocketlite_bridge_duplicates_total", "counter",
+                 "Redeliveries from a gRPC upstream recognised as already published locally (acknowledged, not published again).")
 METRICS.describe("rocketlite_bridge_backlog", "gauge", "Messages stored locally and not yet forwarded, per bridge and topic.")
 METRICS.describe("rocketlite_bridge_upstream_up", "gauge", "1 when the bridge's last upstream request succeeded.")
 
@@ -369,6 +371,7 @@ class Bridge:
             if sp.delivery_attempt > 1 and sp.message_id and await self._stored_here(local_topic, sp.message_id):
                 log.info("bridge %s: %s redelivered (attempt %d) was already published; acknowledging it",
                          cfg.name, sp.message_id, sp.delivery_attempt)
+                METRICS.inc("rocketlite_bridge_duplicates_total", {"bridge": cfg.name})
             else:
                 msgs.append(msg)
             done.append((sp.message_id, sp.receipt_handle))

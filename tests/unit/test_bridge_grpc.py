@@ -25,6 +25,7 @@ from rocketlite.bridge.service import Bridge
 from rocketlite.bridge.upstream import QueueRef, Route, UpstreamUnavailable
 from rocketlite.core.broker import Broker
 from rocketlite.core.message import Message
+from rocketlite.metrics import METRICS
 from rocketlite.protocols.grpc import messaging_pb2 as pb
 from rocketlite.protocols.grpc.server import GrpcServer
 from rocketlite.protocols.grpc.service import MessagingService, ms_of, status
@@ -336,6 +337,7 @@ async def test_crash_between_local_commit_and_ack_publishes_once(autojump_clock:
         n.cancel_scope.cancel()
     assert await local_bodies(broker, "cmds") == [b"cmd1"] and puller.acked == []
     # "restart": a new bridge on the same (durable) store; the upstream redelivers after the invisible time
+    before = dict(METRICS.counters.get("rocketlite_bridge_duplicates_total", {}))
     puller2 = ScriptedPuller([[delivery(1, 2), delivery(3, 1)]])
     _, bridge2 = await edge_bridge(puller2, broker)
     async with trio.open_nursery() as n:
@@ -344,6 +346,8 @@ async def test_crash_between_local_commit_and_ack_publishes_once(autojump_clock:
         n.cancel_scope.cancel()
     assert await local_bodies(broker, "cmds") == [b"cmd1", b"cmd3"]
     assert puller2.acked == [("ID0001", "h1-2"), ("ID0003", "h3-1")]
+    after = METRICS.counters["rocketlite_bridge_duplicates_total"]
+    assert sum(after.values()) - sum(before.values()) == 1
 
 
 def test_received_message_translation() -> None:
