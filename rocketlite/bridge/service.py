@@ -318,7 +318,6 @@ class Bridge:
                 await trio.sleep(backoff_ms(attempt, cfg.retry_min_ms, cfg.retry_max_ms, self._rnd) / 1000)
                 attempt += 1
 
-
     async def _receive(self, topic: str, ref: QueueRef) -> None:
         """gRPC reverse, one upstream broker: receive, publish locally, then acknowledge.
 
