@@ -196,7 +196,7 @@ class _Channel:
         headers = [(":method", "POST"), (":scheme", self.scheme), (":path", SERVICE + method),
                    (":authority", self.authority), ("content-type", "application/grpc"), ("te", "trailers")]
         if timeout is not None:
-            headers.append(("grpc-timeout", f"{int(timeout * 1000)}m"))
+            headers.append(("grpc-timeout", grpc_timeout(timeout)))
         self.conn.send_headers(sid, headers + metadata)
         return sid, call
 
@@ -264,6 +264,15 @@ class _Channel:
         sid, call = self._open(method, metadata, None, MAX_RESPONSE)
         await self.flush()
         return _BidiStream(self, sid, call)
+
+
+def grpc_timeout(seconds: float) -> str:
+    """A ``grpc-timeout`` header value: at most 8 digits, in the finest unit that fits."""
+    for unit, scale in (("m", 1000), ("S", 1), ("M", 1 / 60), ("H", 1 / 3600)):
+        n = max(1, int(seconds * scale))
+        if n < 100_000_000:
+            return f"{n}{unit}"
+    return "99999999H"
 
 
 class _BidiStream:

@@ -20,7 +20,7 @@ import pytest
 import trio
 
 from rocketlite.bridge.config import parse_bridges
-from rocketlite.bridge.grpc_upstream import GrpcUpstream, received_message
+from rocketlite.bridge.grpc_upstream import GrpcUpstream, grpc_timeout, received_message
 from rocketlite.bridge.service import Bridge
 from rocketlite.bridge.upstream import QueueRef, Route, UpstreamUnavailable
 from rocketlite.core.broker import Broker
@@ -396,3 +396,8 @@ async def test_settings_announce_a_simple_consumer(suspend: int, expect: int) ->
     assert ms_of(s.subscription.long_polling_timeout) == expect
     assert s.access_point.scheme == pb.DOMAIN_NAME and s.access_point.addresses[0].port == 8081
     assert s.user_agent.language == pb.PYTHON and up.client_id.endswith("@consumer")
+
+
+def test_grpc_timeout_header_fits_eight_digits() -> None:
+    assert grpc_timeout(15) == "15000m" and grpc_timeout(0.0001) == "1m"
+    assert grpc_timeout(10**6) == "1000000S" and len(grpc_timeout(10**12)) <= 9
