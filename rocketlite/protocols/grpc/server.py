@@ -22,6 +22,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
+from rocketlite.frontends import bind_host
 from rocketlite.metrics import METRICS
 from rocketlite.protocols.grpc import messaging_pb2
 from rocketlite.protocols.grpc.codec import (
@@ -438,7 +439,7 @@ class GrpcFrontEnd:
         ctx.services["grpc"] = service
         handlers = guard_handlers(service.handlers(), get_acl(ctx), messaging_pb2)  # [security]
         server = GrpcServer(handlers, ssl_context=ssl_ctx, config=config, ssl_context_factory=ssl_factory)
-        listeners = await trio.open_tcp_listeners(port, host=host)
+        listeners = await trio.open_tcp_listeners(port, host=bind_host(host))
         bound = listeners[0].socket.getsockname()
         async with trio.open_nursery() as nursery:
             await nursery.start(service.run)
