@@ -35,6 +35,7 @@ class Figure:
     messages: int
     seconds: float
     server_cpu_s: float = 0.0  # CPU seconds the rocketlite process used (load-independent cost)
+    client_cpu_s: float = 0.0  # CPU seconds this process (the load generator) used meanwhile
 
     @property
     def rate(self) -> float:
@@ -180,9 +181,10 @@ async def run(args: argparse.Namespace) -> list[Figure]:
         try:
             bhost, bport, queues = await broker_address(host, ns_port, "bench")
             async def measured(coro: Any) -> None:
-                cpu0 = proc_cpu_s(proc.pid)
+                cpu0, own0 = proc_cpu_s(proc.pid), time.process_time()
                 f = await coro
                 f.server_cpu_s = proc_cpu_s(proc.pid) - cpu0
+                f.client_cpu_s = time.process_time() - own0
                 figures.append(f)
 
             for conc in args.concurrency:
@@ -203,10 +205,12 @@ async def run(args: argparse.Namespace) -> list[Figure]:
 def report(figures: list[Figure], size: int, flush: str) -> str:
     lines = [f"remoting benchmark: {size} B messages, store: {flush}, {os.cpu_count()} CPUs, "
              f"load average {os.getloadavg()[0]:.2f}",
-             f"{'what':<40} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'server CPU us/msg':>18}"]
+             f"{'what':<40} {'conc':>4} {'messages':>9} {'seconds':>8} {'msg/s':>8} {'server CPU us/msg':>18}"
+             f" {'client CPU us/msg':>18}"]
     for f in figures:
         cpu = f"{f.server_cpu_s / f.messages * 1e6:>18.0f}" if f.server_cpu_s and f.messages else f"{'':>18}"
-        lines.append(f"{f.what:<40} {f.concurrency:>4} {f.messages:>9} {f.seconds:>8.2f} {f.rate:>8.0f} {cpu}")
+        own = f"{f.client_cpu_s / f.messages * 1e6:>18.0f}" if f.client_cpu_s and f.messages else f"{'':>18}"
+        lines.append(f"{f.what:<40} {f.concurrency:>4} {f.messages:>9} {f.seconds:>8.2f} {f.rate:>8.0f} {cpu} {own}")
     stor = {f.concurrency: f.rate for f in figures if f.what.startswith("storage")}
     for f in figures:
         if f.what == "produce" and stor.get(f.concurrency):

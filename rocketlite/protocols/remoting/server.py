@@ -8,8 +8,12 @@ then chosen as ``broker port - 2`` when that is free.
 Per connection: one reader task feeds the sans-IO :class:`FrameDecoder`; every request runs in
 its own task (a parked long-poll PULL must not hold up the rest), at most ``MAX_INFLIGHT`` at a
 time (beyond that the reader stops reading: back-pressure). Sends to the same (topic, queue) are
-stored in arrival order, like a Java broker's single send thread. Writes are serialised: the first
-writer flushes whatever other tasks queued meanwhile in one system call. Broker-initiated
+stored in arrival order, like a Java broker's single send thread, and consumer offset updates and
+queries of one (group, topic, queue) apply in order: such requests queue behind the running one.
+Writes are serialised: the first writer flushes whatever other tasks queued meanwhile in one
+system call. Plain TCP connections read and write their socket directly and wait in Trio only
+when it would block (Trio's stream calls yield to the scheduler on every call, which cost more
+than decoding and answering a SEND_MESSAGE_V2). Broker-initiated
 requests (NOTIFY_CONSUMER_IDS_CHANGED, CHECK_TRANSACTION_STATE, GET_CONSUMER_RUNNING_INFO) go over
 the client's own connection, which the handlers keep as ``ClientInfo.session``.
 A malformed frame closes the connection (Java does the same); other connections carry on.
@@ -17,6 +21,7 @@ A malformed frame closes the connection (Java does the same); other connections 
 
 from __future__ import annotations
 
+import collections
 import errno
 import itertools
 import logging
@@ -73,7 +78,7 @@ class Connection:
             pass
         self._out: list[bytes] = []
         self._flushing = False
-        self._send_chain: dict[tuple[str, ...], trio.Event] = {}
+        self._chains: dict[tuple[str, ...], collections.deque[RemotingCommand]] = {}  # see _dispatch
         self._inflight = 0  # requests running (at most MAX_INFLIGHT)
         self._reads = 0
         self._room: trio.Event | None = None  # set when a request finishes while the reader waits
@@ -146,34 +151,50 @@ class Connection:
             self._pending.pop(cmd.opaque, None)
         return slot[0] if slot else None
 
-    def _send_order(self, cmd: RemotingCommand) -> tuple[trio.Event | None, trio.Event, tuple[str, ...]] | None:
-        """Requests that must take effect in arrival order wait for the previous one with the same
-        key; everything else runs in parallel. Sends to one queue over one connection are stored in
-        arrival order (as a Java broker's single send thread does); a consumer offset update is
-        visible to the offset query sent after it. Called in arrival order by the reader."""
+    @staticmethod
+    def _order_key(cmd: RemotingCommand) -> tuple[str, ...] | None:
+        """Requests with the same key take effect in arrival order; the rest run in parallel.
+        Sends to one queue over one connection are stored in arrival order (as a Java broker's
+        single send thread does); a consumer offset update is visible to the query behind it."""
         code = cmd.code
-        ext = cmd.ext
         if code in _SEND_CODES:
-            key: tuple[str, ...] = ("send", ext.get("b") or ext.get("topic") or "",
-                                    ext.get("e") or ext.get("queueId") or "-1")
-        elif code in _OFFSET_CODES:
-            key = ("offset", ext.get("consumerGroup") or "", ext.get("topic") or "", ext.get("queueId") or "")
-        else:
-            return None
-        prev = self._send_chain.get(key)
-        mine = trio.Event()
-        self._send_chain[key] = mine
-        return prev, mine, key
+            ext = cmd.ext
+            return ("send", ext.get("b") or ext.get("topic") or "", ext.get("e") or ext.get("queueId") or "-1")
+        if code in _OFFSET_CODES:
+            ext = cmd.ext
+            return ("offset", ext.get("consumerGroup") or "", ext.get("topic") or "", ext.get("queueId") or "")
+        return None
 
-    async def _run_request(self, cmd: RemotingCommand,
-                           order: tuple[trio.Event | None, trio.Event, tuple[str, ...]] | None = None) -> None:
+    def _dispatch(self, cmd: RemotingCommand) -> None:
+        """Start a request (called by the reader in arrival order). Ordered requests queue behind
+        the running one with their key, which then runs them itself, one after the other (no
+        task and no event per queued request)."""
+        self._inflight += 1
+        key = self._order_key(cmd)
+        if key is None:
+            self.nursery.start_soon(self._run_request, cmd)
+            return
+        queue = self._chains.get(key)
+        if queue is not None:
+            queue.append(cmd)
+            return
+        self._chains[key] = collections.deque()
+        self.nursery.start_soon(self._run_chain, key, cmd)
+
+    async def _run_chain(self, key: tuple[str, ...], cmd: RemotingCommand) -> None:
+        queue = self._chains[key]
         try:
-            if order is not None and order[0] is not None:
-                await order[0].wait()
+            while True:
+                await self._run_request(cmd)
+                if not queue:
+                    break
+                cmd = queue.popleft()
+        finally:
+            del self._chains[key]
+
+    async def _run_request(self, cmd: RemotingCommand) -> None:
+        try:
             resp = await self.service.handle(self, cmd)
-            if order is not None:
-                self._release_order(order)
-                order = None
             if resp is not None:
                 await self.send(resp)
         except Exception:
@@ -181,18 +202,10 @@ class Connection:
             if not cmd.is_oneway:
                 await self.send(cmd.response(ResponseCode.SYSTEM_ERROR, remark="internal error"))
         finally:
-            if order is not None:
-                self._release_order(order)
             self._inflight -= 1
             if self._room is not None:
                 self._room.set()
                 self._room = None
-
-    def _release_order(self, order: tuple[trio.Event | None, trio.Event, tuple[str, ...]]) -> None:
-        _, mine, key = order
-        mine.set()
-        if self._send_chain.get(key) is mine:
-            del self._send_chain[key]
 
     async def _receive(self) -> bytes:
         """The next bytes from the client (b"" at end of stream). On a plain socket this reads
@@ -214,7 +227,6 @@ class Connection:
     async def serve(self) -> None:
         decoder = FrameDecoder()
         METRICS.connection_opened("remoting")
-        start_soon = self.nursery.start_soon
         try:
             while True:
                 try:
@@ -241,8 +253,7 @@ class Connection:
                     while self._inflight >= MAX_INFLIGHT:  # back-pressure: stop reading
                         self._room = trio.Event()
                         await self._room.wait()
-                    self._inflight += 1
-                    start_soon(self._run_request, cmd, self._send_order(cmd))
+                    self._dispatch(cmd)
         finally:
             self.closed = True
             METRICS.connection_closed("remoting")
