@@ -33,8 +33,8 @@ rocketmq-client-cpp ``ClientRemotingProcessor::resetOffset``):
 
 Which clients get 220: every remoting consumer of the group subscribed to the topic, except
 C++ clients (language ``CPP``): librocketmq 1.x/2.x marks the queue's pull request dropped and
-never replaces it until it has been idle for 120 s (its rebalance keeps dropped requests), so
-a 220 stalls the queue for two minutes. Without 220 they follow the pending reset at their next
+keeps it in its table (by the source, replaced only after 120 s idle); with librocketmq 2.1 a 220
+stopped consumption of the reset queues for the 7 minutes watched. Without 220 they follow the pending reset at their next
 pull at once (their OFFSET_ILLEGAL handling continues from ``nextBeginOffset``). ali-ons has no
 220 handler and also follows the pending reset. See docs/remoting.md.
 """
