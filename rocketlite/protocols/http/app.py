@@ -445,7 +445,7 @@ class OpsApp:
         self.ctx = ctx
         self.broker = ctx.broker
         self.started = time.monotonic()
-        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.routes: list[tuple[str, list[str], Handler]] = []
         self.token = str(ctx.settings.get("http", "admin_token", "") or "")
         self._topic_keys: dict[str, Any] = {}
         describe_broker_metrics(METRICS)
@@ -474,8 +474,23 @@ class OpsApp:
         r("GET", "/metrics", self.metrics)
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
-        rx = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-        self.routes.append((method, rx, handler))
+        """``pattern``: path segments, ``{name}`` matching one non-empty segment (no regex: compiling
+        twenty of them was a fifth of the start-up work after imports)."""
+        self.routes.append((method, pattern.split("/"), handler))
+
+    @staticmethod
+    def match_route(parts: list[str], segments: list[str]) -> dict[str, str] | None:
+        if len(parts) != len(segments):
+            return None
+        params: dict[str, str] = {}
+        for want, got in zip(parts, segments):
+            if want.startswith("{") and want.endswith("}"):
+                if not got:
+                    return None
+                params[want[1:-1]] = got
+            elif want != got:
+                return None
+        return params
 
     def _count_stored(self, msgs: list[Message]) -> None:
         """Write listener (hot path): per topic, messages and bytes committed."""
@@ -549,16 +564,17 @@ class OpsApp:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         req = Request(method if method != "HEAD" else "GET", path, {k: v[-1] for k, v in qs.items()}, headers, body)
         allowed: list[str] = []
-        for m, rx, handler in self.routes:
-            match = rx.match(path)
-            if not match:
+        segments = path.split("/")
+        for m, parts, handler in self.routes:
+            match = self.match_route(parts, segments)
+            if match is None:
                 continue
             if m != req.method:
                 allowed.append(m)
                 continue
             from urllib.parse import unquote
 
-            req.params = {k: unquote(v) for k, v in match.groupdict().items()}
+            req.params = {k: unquote(v) for k, v in match.items()}
             if path.startswith("/api/") and path != "/api/openapi.json":
                 self.check_token(req)
             return await handler(req)
