@@ -884,8 +884,7 @@ class LmdbStore:
                 continue
             log = p.log
             if p.next - len(log) != self._tail_base + len(tail):
-                self._tail_bytes += added
-                added = 0
+                added = 0  # _drop_tail starts the count again
                 self._drop_tail(p.next - len(log))
                 tail = self._tail
                 qtail = self._qtail
