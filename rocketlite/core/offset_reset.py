@@ -28,8 +28,9 @@ clients that are running, as in Apache RocketMQ:
   shows up at the target, front-ends answer its next read at any other offset with "offset
   moved, continue at <target>" and ignore the group's offset commits for that queue, which
   would otherwise restore the old position. The first read takes the pending reset, so this
-  happens once. Pending resets live in memory only (a restart also restarts the clients'
-  reads from the committed offsets).
+  happens once. Only made when the group has consumers online (a consumer that starts later
+  reads the committed offset), dropped after ``PENDING_TTL_MS`` if nobody took it, and kept in
+  memory only (a restart also restarts the clients' reads from the committed offsets).
 
 Long-polled pulls of those queues are woken so that a reader parked at the old position
 comes back at once instead of after its hold time.
@@ -54,6 +55,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("rocketlite.reset")
 
+# A pending reset is dropped after this long even if no reader took it (a running consumer pulls
+# every queue it owns within its long-poll hold, ~15-20 s; Java clients pause 10 s after a 220).
+PENDING_TTL_MS = 120_000
+
 ResetListener = Callable[[str, str, dict[int, int]], None]  # (group, topic, {queue id: offset})
 
 
@@ -61,7 +66,7 @@ class OffsetResets:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.listeners: list[ResetListener] = []
-        self._pending: dict[tuple[str, str, int], int] = {}
+        self._pending: dict[tuple[str, str, int], tuple[int, int]] = {}  # -> (offset, expires at ms)
 
     def clear(self) -> None:
         self._pending.clear()
@@ -108,8 +113,13 @@ class OffsetResets:
                 st.mutex.release()
         if st is not None:
             b.pops._wake_state(st)
+        online = bool(b.consumers_of(group))  # nobody running: nothing to hold against
+        until = b.now_ms() + PENDING_TTL_MS
         for q, off in applied.items():
-            self._pending[(group, topic, q)] = off
+            if online:
+                self._pending[(group, topic, q)] = (off, until)
+            else:
+                self._pending.pop((group, topic, q), None)
             b.interrupt_pulls(topic, q)
         log.info("offsets of %s on %s reset to %s", group, topic, applied)
         for fn in list(self.listeners):
@@ -123,12 +133,19 @@ class OffsetResets:
     def pending(self, group: str, topic: str, queue_id: int) -> int | None:
         if not self._pending:
             return None
-        return self._pending.get((group, topic, queue_id))
+        found = self._pending.get((group, topic, queue_id))
+        if found is None:
+            return None
+        if found[1] < self.broker.now_ms():
+            del self._pending[(group, topic, queue_id)]
+            return None
+        return found[0]
 
     def take(self, group: str, topic: str, queue_id: int) -> int | None:
-        if not self._pending:
-            return None
-        return self._pending.pop((group, topic, queue_id), None)
+        off = self.pending(group, topic, queue_id)
+        if off is not None:
+            del self._pending[(group, topic, queue_id)]
+        return off
 
     def drop_group(self, group: str) -> None:
         for k in [k for k in self._pending if k[0] == group]:

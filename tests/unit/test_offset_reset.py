@@ -8,7 +8,9 @@ import trio
 import trio.testing
 
 from rocketlite.core.errors import InvalidReceipt
+from rocketlite.core.broker import ClientInfo
 from rocketlite.core.message import PROP_MESSAGE_GROUP, Message
+from rocketlite.core.offset_reset import PENDING_TTL_MS
 from tests.unit.test_core_features import running
 
 
@@ -25,6 +27,11 @@ async def test_reset_commits_clamps_and_tells_listeners(autojump_clock: trio.tes
         await b.commit_offset("G", "T", 0, 5)
         heard: list[tuple[str, str, dict[int, int]]] = []
         b.resets.listeners.append(lambda g, t, offs: heard.append((g, t, offs)))
+        await b.reset_offsets("G", "T", {0: 4})
+        assert b.query_offset("G", "T", 0) == 4
+        assert b.resets.pending("G", "T", 0) is None  # nobody online: nothing to hold against
+        b.register_consumer(ClientInfo("c1", "G", protocol="remoting"))
+        heard.clear()
         applied = await b.reset_offsets("G", "T", {0: 2, 1: 99})
         assert applied == {0: 2, 1: 0}  # queue 1 is empty: clamped to [0, 0]
         assert b.query_offset("G", "T", 0) == 2 and b.query_offset("G", "T", 1) == 0
@@ -33,6 +40,11 @@ async def test_reset_commits_clamps_and_tells_listeners(autojump_clock: trio.tes
         assert b.resets.pending("G", "T", 0) == 2
         assert b.resets.take("G", "T", 0) == 2
         assert b.resets.pending("G", "T", 0) is None
+        await trio.sleep(PENDING_TTL_MS / 1000 + 1)  # nobody took queue 1's: it lapses
+        assert b.resets.pending("G", "T", 1) is None
+        b.register_consumer(ClientInfo("c1", "G", protocol="remoting"))  # (heartbeats lapsed too)
+        await b.reset_offsets("G", "T", {1: 0})
+        assert b.resets.pending("G", "T", 1) == 0
         await b.delete_group("G")
         assert b.resets.pending("G", "T", 1) is None
 
