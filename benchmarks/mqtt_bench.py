@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from rocketlite.protocols.mqtt import codec as C  # noqa: E402
+from rocketlite.bench import proc_cpu_s  # noqa: E402
 from tests.support.server import RocketliteProcess  # noqa: E402
 
 PAYLOAD = 100
@@ -161,7 +162,9 @@ def publisher(port: int, topic: str, qos: int, count: int, window: int, rate: fl
     out.put((t0, now_ns()))
 
 
-def run_case(port: int, qos: int, n: int, total: int, window: int, rate: float = 0, idle: float = 5) -> dict[str, Any]:
+def run_case(port: int, qos: int, n: int, total: int, window: int, rate: float = 0, idle: float = 5,
+             pid: int = 0) -> dict[str, Any]:
+    """One case; ``pid`` (the broker's process) adds its CPU microseconds per received message."""
     ctx = mp.get_context("fork")
     per = max(1, total // n)
     ready = ctx.Semaphore(0)
@@ -179,9 +182,11 @@ def run_case(port: int, qos: int, n: int, total: int, window: int, rate: float =
     for p in pubs:
         p.start()
     time.sleep(0.2)
+    cpu0 = proc_cpu_s(pid) if pid else 0.0
     start.set()
     pub_res = [pubs_out.get(timeout=600) for _ in pubs]
     sub_res = [subs_out.get(timeout=600) for _ in subs]
+    cpu = proc_cpu_s(pid) - cpu0 if pid else 0.0
     for p in pubs + subs:
         p.join(10)
     received = sum(r[0] for r in sub_res)
@@ -194,6 +199,7 @@ def run_case(port: int, qos: int, n: int, total: int, window: int, rate: float =
         "received": received,
         "lost": per * n - received,
         "rate": received / secs,
+        "cpu_us": cpu * 1e6 / received if received and pid else float("nan"),
         "p50_ms": lat[len(lat) // 2] / 1e6 if lat else float("nan"),
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1e6 if lat else float("nan"),
     }
@@ -219,6 +225,7 @@ def wait_port(port: int, timeout: float = 20) -> None:
 
 class Broker:
     name = ""
+    pid = 0  # the broker's process, for its CPU time per message
 
     def __enter__(self) -> int:
         raise NotImplementedError
@@ -239,6 +246,8 @@ class Rocketlite(Broker):
 
     def __enter__(self) -> int:
         self.srv.start()
+        assert self.srv.proc is not None
+        self.pid = self.srv.proc.pid
         return self.srv.addr("mqtt")[1]
 
     def __exit__(self, *exc: Any) -> None:
@@ -258,6 +267,7 @@ class Mosquitto(Broker):
         self.conf.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
         self.conf.close()
         self.proc = subprocess.Popen([self.exe, "-c", self.conf.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
         wait_port(port)
         return port
 
@@ -282,6 +292,7 @@ class Amqtt(Broker):
             "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
         self.conf.close()
         self.proc = subprocess.Popen([self.exe, "-c", self.conf.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = self.proc.pid
         wait_port(port)
         return port
 
@@ -326,20 +337,23 @@ def main() -> None:
             else:
                 print("amqtt not installed (.ci/install-mqtt.sh), skipped")
     results: dict[tuple[str, int, int], dict[str, Any]] = {}
-    print(f"{'broker':15s} {'qos':>3s} {'NxN':>4s} {'msgs/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'lost':>6s}", flush=True)
+    print(f"{'broker':15s} {'qos':>3s} {'NxN':>4s} {'msgs/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'lost':>6s} "
+          f"{'cpu us/msg':>10s}", flush=True)
     for broker in brokers:
         with broker as port:
             for qos in args.qos:
                 for n in args.clients:
                     total = args.amqtt_messages if broker.name == "amqtt" else args.messages
                     window = 20 if qos == 2 else args.window
-                    runs = [run_case(port, qos, n, total, window) for _ in range(args.runs)]
+                    runs = [run_case(port, qos, n, total, window, pid=broker.pid) for _ in range(args.runs)]
                     runs.sort(key=lambda r: r["rate"])
                     r = runs[len(runs) // 2]
                     r["lost"] = max(x["lost"] for x in runs)
+                    cpus = sorted(x["cpu_us"] for x in runs)
+                    r["cpu_us"] = cpus[len(cpus) // 2]  # median on its own: it is what to judge changes by
                     results[(broker.name, qos, n)] = r
                     print(f"{broker.name:15s} {qos:3d} {n:>2d}x{n:<1d} {r['rate']:9.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} "
-                          f"{r['lost']:6d}", flush=True)
+                          f"{r['lost']:6d} {r['cpu_us']:10.1f}", flush=True)
             if args.paced:
                 for qos in args.qos:
                     r = run_case(port, qos, 1, int(args.paced * 4), 20, rate=args.paced)

@@ -381,3 +381,64 @@ async def test_sys_topics_retained_and_not_matched_by_hash():
         assert p.topic == "$SYS/broker/clients/connected" and p.payload == b"1" and p.retain
         await c.send(C.PingReq())
         assert (await c.recv()).type == C.PINGRESP  # "#" got no $SYS message
+
+
+async def test_batched_fan_out_mixed_subscribers_metrics_and_plan_invalidation(monkeypatch):
+    """One read of several publishes is one store batch: each subscriber gets its copy in order at
+    its own QoS and encoding (QoS 0 bytes shared by 3.1.1 clients), metrics count every copy, and
+    the per-topic fan-out plan follows subscribe/unsubscribe."""
+    from rocketlite.metrics import METRICS
+
+    async with env() as e:
+        v4a, v4b, v4q1, v5 = e.client(4), e.client(4), e.client(4), e.client(5)
+        await v4a.connect("v4a")
+        await v4b.connect("v4b")
+        await v4q1.connect("v4q1")
+        await v5.connect("v5", props={C.P_TOPIC_ALIAS_MAXIMUM: 2})
+        await v4a.subscribe(("f/#", 0))
+        await v4b.subscribe(("f/+", 0), ("f/#", 0))  # overlapping: one copy
+        await v4q1.subscribe(("f/x", 1))
+        await v5.subscribe(("f/x", 0), props={C.P_SUBSCRIPTION_ID: [3]}, retain_as_published=True)
+        key = (("protocol", "mqtt"), ("topic", "f"))
+        before = METRICS.counters.get("rocketlite_messages_out_total", {}).get(key, 0)
+        bytes_before = METRICS.counters.get("rocketlite_bytes_out_total", {}).get(key, 0)
+        sent_before = e.manager.stats["sent"]
+        pub = e.client(4)
+        await pub.connect("pub")
+        batch = [C.Publish("f/x", b"m%d" % i, 1, i == 2, False, i + 1) for i in range(5)]
+        await pub.send(*batch)  # one read, one batch
+        for i in range(5):
+            assert (await pub.recv(kind=C.PUBACK)).packet_id == i + 1
+        for c in (v4a, v4b):
+            got = [await c.expect_publish() for _ in range(5)]
+            assert [(p.topic, p.payload, p.qos, p.retain) for p in got] == [("f/x", b"m%d" % i, 0, False) for i in range(5)]
+        got = [await v4q1.expect_publish() for _ in range(5)]
+        assert [(p.payload, p.qos) for p in got] == [(b"m%d" % i, 1) for i in range(5)]
+        got = [await v5.expect_publish() for _ in range(5)]
+        assert [p.payload for p in got] == [b"m%d" % i for i in range(5)]
+        assert [p.retain for p in got] == [False, False, True, False, False]  # retain as published
+        assert got[0].topic == "f/x" and got[1].topic == "" and all(p.properties[C.P_TOPIC_ALIAS] == 1 for p in got)
+        assert all(p.properties[C.P_SUBSCRIPTION_ID] == [3] for p in got)
+        assert METRICS.counters["rocketlite_messages_out_total"][key] - before == 20
+        assert METRICS.counters["rocketlite_bytes_out_total"][key] - bytes_before == 20 * 2
+        assert e.manager.stats["sent"] - sent_before == 20
+        # the plan changes with the subscriptions
+        await v4a.send(C.Unsubscribe(2, ["f/#"]))
+        assert (await v4a.recv()).type == C.UNSUBACK
+        await v4q1.subscribe(("f/#", 0), pid=3)  # overlapping again: still QoS 1, one copy
+        p = await v4q1.expect_publish()
+        assert (p.payload, p.retain) == (b"m2", True)  # the retained message, for the new filter
+        await pub.publish("f/x", b"after", 1, pid=9)
+        p = await v4q1.expect_publish()
+        assert (p.payload, p.qos) == (b"after", 1)
+        assert (await v4b.expect_publish()).payload == b"after"
+        await v4a.send(C.PingReq())
+        assert (await v4a.recv()).type == C.PINGRESP  # nothing for the unsubscribed client
+        # a congested connection drops QoS 0 (counted as dropped), never QoS 1
+        monkeypatch.setattr("rocketlite.protocols.mqtt.server.MAX_OUT_BUFFER", -1)
+        dropped = e.manager.stats["dropped"]
+        await pub.publish("f/x", b"busy", 1, pid=10)
+        assert (await v4q1.expect_publish()).payload == b"busy"
+        assert e.manager.stats["dropped"] - dropped == 2  # v4b and v5
+        await v4b.send(C.PingReq())
+        assert (await v4b.recv()).type == C.PINGRESP

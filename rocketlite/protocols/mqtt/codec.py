@@ -493,6 +493,7 @@ class Decoder:
         self.version = version
         self.server = server
         self._buf = b""
+        self._topics: dict[bytes, str] = {}  # raw PUBLISH topic -> decoded, validated name
 
     def feed(self, data: bytes) -> list[Packet]:
         # Work on an immutable bytes object: slices are then single copies. Only the tail of an
@@ -675,14 +676,20 @@ class Decoder:
         p = start + 2 + ((buf[start] << 8) | buf[start + 1])
         if p > end:
             raise malformed("topic runs past the packet")
-        try:
-            topic = buf[start + 2:p].decode()
-        except UnicodeDecodeError:
-            raise malformed("invalid UTF-8 topic") from None
-        if "\x00" in topic:
-            raise malformed("topic contains U+0000")
-        if "+" in topic or "#" in topic:
-            raise MqttError(RC_TOPIC_NAME_INVALID, "wildcard in a PUBLISH topic name")
+        raw = buf[start + 2:p]
+        topic = self._topics.get(raw)  # topics already decoded and checked on this connection
+        if topic is None:
+            try:
+                topic = raw.decode()
+            except UnicodeDecodeError:
+                raise malformed("invalid UTF-8 topic") from None
+            if "\x00" in topic:
+                raise malformed("topic contains U+0000")
+            if "+" in topic or "#" in topic:
+                raise MqttError(RC_TOPIC_NAME_INVALID, "wildcard in a PUBLISH topic name")
+            if len(self._topics) >= 256:
+                self._topics.clear()
+            self._topics[raw] = topic
         pid = 0
         if qos:
             if p + 2 > end:
@@ -759,6 +766,30 @@ def encode_publish(pkt: Publish, version: int) -> bytes:
     if n < 128:
         return bytes((first, n)) + head + payload
     return bytes((first,)) + varint(n) + head + payload
+
+
+def topic_head(topic: str) -> bytes:
+    """The topic name as it sits in a PUBLISH (length-prefixed UTF-8), for encode_publish_qos0."""
+    t = topic.encode()
+    return _U16S.pack(len(t)) + t
+
+
+def encode_publish_qos0(head: bytes, payload: bytes, retain: bool) -> bytes:
+    """A QoS 0 PUBLISH without properties (3.1/3.1.1) from an encoded topic (``topic_head``)."""
+    n = len(head) + len(payload)
+    first = 0x31 if retain else 0x30
+    if n < 128:
+        return bytes((first, n)) + head + payload
+    return bytes((first,)) + varint(n) + head + payload
+
+
+def encode_publish_qos12(head: bytes, payload: bytes, qos: int, retain: bool, packet_id: int) -> bytes:
+    """A QoS 1/2 PUBLISH without properties (3.1/3.1.1), DUP clear, from an encoded topic."""
+    n = len(head) + 2 + len(payload)
+    first = 0x30 | (qos << 1) | (1 if retain else 0)
+    if n < 128:
+        return bytes((first, n)) + head + _U16S.pack(packet_id) + payload
+    return bytes((first,)) + varint(n) + head + _U16S.pack(packet_id) + payload
 
 
 _ACK_FIRST = {PUBACK: b"\x40\x02", PUBREC: b"\x50\x02", PUBREL: b"\x62\x02", PUBCOMP: b"\x70\x02"}

@@ -29,13 +29,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rocketlite.core.broker import Broker
-from rocketlite.core.message import PROP_MQTT_TOPIC, Message
+from rocketlite.core.message import PROP_MQTT_QOS, PROP_MQTT_TOPIC, Message
 from rocketlite.metrics import METRICS
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.mapping import (
+    _SYSTEM_PREFIXES as _EXCLUDED_PREFIXES,
+    PROP_MQTT_EXPIRY,
+    PROP_MQTT_RETAIN,
     delivery_from_message,
     is_excluded_topic,
     message_from_publish,
+    rocketmq_topic,
 )
 from rocketlite.protocols.mqtt.session import PUB, Delivery, OutItem, Session, SubOptions
 from rocketlite.protocols.mqtt.topics import SubscriptionTrie, split_shared, topic_matches
@@ -47,6 +51,8 @@ log = logging.getLogger("rocketlite.mqtt")
 T_SESSION = "mqtt_session"
 T_RETAINED = "mqtt_retained"
 NEVER = 0xFFFFFFFF
+_UNKNOWN = object()
+_QOS_INT = {"0": 0, "1": 1, "2": 2}
 
 
 @dataclass
@@ -90,6 +96,8 @@ class Conn(Protocol):
 
     def send_packet(self, pkt: Any) -> None: ...
     def send_packets(self, pkts: list[Any]) -> None: ...
+    def send_encoded(self, items: list[Any]) -> None: ...  # fan-out: bytes or PUBLISH, already counted
+    def congested(self) -> bool: ...  # output backlog so large that QoS 0 deliveries are dropped
     def kick(self, reason: int) -> None: ...
 
 
@@ -108,6 +116,9 @@ class MqttManager:
         # sleeps until next_deadline_ms) wakes up and re-plans.
         self.on_schedule: Any = None
         self._share_rr: dict[tuple[str, str], int] = {}
+        self._plans: dict[str, Any] = {}  # MQTT topic -> fan-out plan (see _plan); cleared when the trie changes
+        self._batch: dict[Any, list[Any]] | None = None  # per-connection packets while fanning out a batch
+        self._counts: dict[str, list[int]] | None = None  # messages/bytes out per metrics label, same batch
         self._restored: dict[str, list[list[Any]]] = {}  # cid -> pending refs loaded from the store
         self.started_at = time.monotonic()
         self.stats = {"received": 0, "sent": 0, "connects": 0, "dropped": 0}
@@ -162,6 +173,7 @@ class MqttManager:
         self.sessions.clear()
         self.offline_since.clear()
         self.trie.clear()
+        self._plans.clear()
         self.retained.clear()
         self.pending_wills.clear()
         self._restored.clear()
@@ -174,6 +186,7 @@ class MqttManager:
 
     # -- subscriptions in the trie -------------------------------------------------------------
     def _trie_add(self, cid: str, flt: str, opts: SubOptions) -> None:
+        self._plans.clear()
         if opts.share_group is not None:
             _, real = split_shared(flt)
             self.trie.add(real, (opts.share_group, real, cid), opts)
@@ -181,6 +194,7 @@ class MqttManager:
             self.trie.add(flt, cid, opts)
 
     def _trie_remove(self, cid: str, flt: str, opts: SubOptions) -> None:
+        self._plans.clear()
         if opts.share_group is not None:
             _, real = split_shared(flt)
             self.trie.remove(real, (opts.share_group, real, cid))
@@ -464,8 +478,21 @@ class MqttManager:
         msgs = [message_from_publish(p.topic, p.payload, p.qos, p.retain, p.properties, cid, peer) for p in pkts]
         self.stats["received"] += len(pkts)
         await self.broker.send(msgs)
+        # metrics once per run of messages to the same RocketMQ topic (a batch usually has one)
+        label = ""
+        n = nbytes = 0
         for m in msgs:
-            METRICS.messages_in("mqtt", m.topic, 1, len(m.body))
+            if m.topic != label:
+                if n:
+                    METRICS.messages_in("mqtt", label, n, nbytes)
+                label = m.topic
+                n = nbytes = 0
+            n += 1
+            nbytes += len(m.body)
+        if n:
+            METRICS.messages_in("mqtt", label, n, nbytes)
+        if not any(p.retain for p in pkts):
+            return
         puts: list[tuple[str, bytes, Any]] = []
         deletes: list[tuple[str, bytes]] = []
         for p, m in zip(pkts, msgs):
@@ -484,17 +511,189 @@ class MqttManager:
         if puts or deletes:
             await self.broker.store.write(WriteBatch(puts=puts, deletes=deletes))
 
+    def _plan(self, topic: str) -> Any:
+        """How a message on ``topic`` fans out, worked out once per topic (until the trie changes).
+
+        ``()``: nobody subscribes. ``None``: shared or no-local subscriptions match, which depend on
+        each message (origin, round robin): use :meth:`_fan_out`. Otherwise ``(label, head, targets)``:
+        the metrics label (RocketMQ topic), the encoded topic name and one ``(client id, QoS, retain
+        as published, subscription ids)`` per client, overlapping subscriptions merged.
+        """
+        matches = self.trie.match(topic)
+        plan: Any
+        if not matches:
+            plan = ()
+        elif any(o.share_group is not None or o.no_local for _, o in matches):
+            plan = None
+        else:
+            per: dict[str, list[Any]] = {}
+            for cid, o in matches:
+                cur = per.get(cid)
+                if cur is None:
+                    per[cid] = [o.qos, o.retain_as_published, [o.sub_id] if o.sub_id else []]
+                else:
+                    cur[0] = max(cur[0], o.qos)
+                    cur[1] = cur[1] or o.retain_as_published
+                    if o.sub_id:
+                        cur[2].append(o.sub_id)
+            plan = (rocketmq_topic(topic), C.topic_head(topic),
+                    tuple((cid, q, rap, tuple(ids)) for cid, (q, rap, ids) in per.items()))
+        if len(self._plans) >= 4096:
+            self._plans.clear()
+        self._plans[topic] = plan
+        return plan
+
     def _on_write(self, msgs: list[Message]) -> None:
-        """Fan committed messages out to online subscribers."""
-        trie = self.trie
-        if not trie.count:
+        """Fan committed messages out to online subscribers.
+
+        Consecutive messages with the same topic (a publisher's batch) go out together, through
+        the topic's plan (:meth:`_plan`). Packets for each connection are collected over the whole
+        batch and handed over at the end (one buffer append and one writer wake-up per
+        connection); a QoS 0 PUBLISH for 3.1/3.1.1 clients is encoded once per message and shared
+        by all of them; metrics are counted per batch. Each connection still gets its messages in
+        commit order.
+        """
+        if not self.trie.count:
             return
-        for m in msgs:
-            if is_excluded_topic(m.topic):
+        plans = self._plans
+        self._batch = batch = {}
+        self._counts = counts = {}
+        n = len(msgs)
+        i = 0
+        try:
+            while i < n:
+                m = msgs[i]
+                mt = m.topic
+                mqtt_topic = m.properties.get(PROP_MQTT_TOPIC)
+                j = i + 1
+                while j < n:
+                    m2 = msgs[j]
+                    if m2.topic != mt or m2.properties.get(PROP_MQTT_TOPIC) != mqtt_topic:
+                        break
+                    j += 1
+                run = msgs if j - i == n else msgs[i:j]
+                i = j
+                if mt.startswith(_EXCLUDED_PREFIXES) or mt == "DefaultCluster":
+                    continue
+                topic = mqtt_topic or mt
+                plan = plans.get(topic, _UNKNOWN)
+                if plan is _UNKNOWN:
+                    plan = self._plan(topic)
+                if plan:
+                    self._fan_out_run(run, mqtt_topic is not None, plan)
+                elif plan is None:
+                    matches = self.trie.match(topic)
+                    for m in run:
+                        self._fan_out(delivery_from_message(m), matches)
+        finally:
+            self._batch = None
+            self._counts = None
+            self._flush(batch, counts)
+
+    def _fan_out_run(self, run: list[Message], from_mqtt: bool, plan: tuple[str, bytes, Any]) -> None:
+        """Deliver messages of one topic through its plan (no shared or no-local subscriptions)."""
+        label, head, targets = plan
+        batch = self._batch
+        assert batch is not None
+        # what the fast paths need, read from the properties without building Deliveries (see
+        # mapping.py); a message not published over MQTT is QoS 1, never retained, never expires
+        if from_mqtt:
+            qoses = [_QOS_INT.get(m.properties.get(PROP_MQTT_QOS), 0) for m in run]  # type: ignore[arg-type]
+            rets = [m.properties.get(PROP_MQTT_RETAIN) == "1" for m in run]
+            plain = not any(PROP_MQTT_EXPIRY in m.properties for m in run)
+            any_ret = any(rets)
+        else:
+            qoses = [1] * len(run)
+            rets = [False] * len(run)
+            plain = True
+            any_ret = False
+        ds: list[Delivery] | None = None
+        enc0: list[bytes] | None = None  # shared QoS 0 PUBLISH per message (3.1.1, retain clear)
+        sent = 0
+        nbytes = 0
+        online = self.online
+        for cid, sq, rap, sub_ids in targets:
+            conn = online.get(cid)
+            if conn is None:
+                continue  # offline persistent sessions read the log when they come back
+            s = conn.session
+            if ds is None and (conn.replaying or s is None or not plain or conn.version == 5 or s.max_packet_out
+                               or (sq and any(qoses))):
+                ds = [delivery_from_message(m) for m in run]
+            if conn.replaying:
+                assert ds is not None
+                for k, d in enumerate(ds):
+                    q = qoses[k]
+                    conn.held.append((d, sq if sq < q else q, rets[k] and rap, sub_ids))
                 continue
-            matches = trie.match(m.properties.get(PROP_MQTT_TOPIC) or m.topic)
-            if matches:
-                self._fan_out(delivery_from_message(m), matches)
+            if s is None:
+                continue
+            out = batch.get(conn)
+            if out is None:
+                out = batch[conn] = []
+                if conn.congested():
+                    out.append(None)  # marker: QoS 0 is dropped for this connection
+            drop0 = bool(out) and out[0] is None
+            fast = plain and conn.version != 5 and not s.max_packet_out
+            if sq == 0 and fast and not (rap and any_ret):
+                # QoS 0 to a 3.1.1 client: the shared encodings, all at once
+                if drop0:
+                    self.stats["dropped"] += len(run)
+                    continue
+                if enc0 is None:
+                    enc0 = [C.encode_publish_qos0(head, m.body, False) for m in run]
+                out.extend(enc0)
+                sent += len(run)
+                nbytes += sum(len(m.body) for m in run)
+                continue
+            for k, m in enumerate(run):
+                q = qoses[k]
+                qos = sq if sq < q else q
+                retain = rets[k] and rap
+                if qos == 0:
+                    if drop0:
+                        self.stats["dropped"] += 1
+                        continue
+                    if fast:
+                        out.append(C.encode_publish_qos0(head, m.body, retain))
+                        sent += 1
+                        nbytes += len(m.body)
+                        continue
+                assert ds is not None
+                d = ds[k]
+                if qos and fast:
+                    pid = s.take(d, qos, retain, sub_ids)
+                    if pid:
+                        out.append(C.encode_publish_qos12(head, m.body, qos, retain, pid))
+                        sent += 1
+                        nbytes += len(m.body)
+                    continue
+                pkt = s.enqueue(d, qos, retain, sub_ids, now_ms=d.expires_at_ms and self.now())
+                if pkt is not None:
+                    out.append(pkt)
+                    sent += 1
+                    nbytes += len(m.body)
+        if sent:
+            counts = self._counts
+            assert counts is not None
+            c = counts.get(label)
+            if c is None:
+                counts[label] = [sent, nbytes]
+            else:
+                c[0] += sent
+                c[1] += nbytes
+
+    def _flush(self, batch: dict[Any, list[Any]], counts: dict[str, list[int]]) -> None:
+        for conn, out in batch.items():
+            if out and out[0] is None:
+                del out[0]
+            if out:
+                conn.send_encoded(out)
+        sent = 0
+        for label, (n, nbytes) in counts.items():
+            METRICS.messages_out("mqtt", label, n, nbytes)
+            sent += n
+        self.stats["sent"] += sent
 
     def _fan_out(self, d: Delivery, matches: list[tuple[Any, Any]]) -> None:
         if len(matches) == 1:
@@ -542,9 +741,32 @@ class MqttManager:
         s = conn.session
         if s is None:
             return
+        batch = self._batch
+        if batch is None:  # outside a write batch ($SYS)
+            pkt = s.enqueue(d, qos, retain, sub_ids, now_ms=d.expires_at_ms and self.now())
+            if pkt is not None:
+                conn.send_packet(pkt)
+            return
+        out = batch.get(conn)
+        if out is None:
+            out = batch[conn] = []
+            if conn.congested():
+                out.append(None)
+        if qos == 0 and out and out[0] is None:
+            self.stats["dropped"] += 1
+            return
         pkt = s.enqueue(d, qos, retain, sub_ids, now_ms=d.expires_at_ms and self.now())
         if pkt is not None:
-            conn.send_packet(pkt)
+            out.append(pkt)
+            counts = self._counts
+            assert counts is not None
+            label = rocketmq_topic(d.topic)
+            c = counts.get(label)
+            if c is None:
+                counts[label] = [1, len(d.payload)]
+            else:
+                c[0] += 1
+                c[1] += len(d.payload)
 
     def deliver_direct(self, d: Delivery) -> None:
         """Fan out a message that is not in the log ($SYS)."""

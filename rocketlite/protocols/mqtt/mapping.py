@@ -45,6 +45,7 @@ _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_\-.:|$]")
 _SYSTEM_PREFIXES = ("rmq_sys_", "RMQ_SYS_", "SCHEDULE_TOPIC", "TBW102", "%")
 
 _topic_cache: dict[str, str] = {}
+_QOS_STR = ("0", "1", "2")
 
 
 def rocketmq_topic(mqtt_topic: str) -> str:
@@ -69,7 +70,7 @@ def is_excluded_topic(rocketmq_name: str) -> bool:
 
 def message_from_publish(topic: str, payload: bytes, qos: int, retain: bool, props: dict[int, Any],
                          client_id: str, born_host: str = "") -> Message:
-    p: dict[str, str] = {PROP_MQTT_TOPIC: topic, PROP_MQTT_QOS: str(qos), PROP_MQTT_CLIENT: client_id}
+    p: dict[str, str] = {PROP_MQTT_TOPIC: topic, PROP_MQTT_QOS: _QOS_STR[qos], PROP_MQTT_CLIENT: client_id}
     if retain:
         p[PROP_MQTT_RETAIN] = "1"
     if props:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import struct
 from typing import Any, Awaitable, Callable
 
 import trio
@@ -31,22 +32,11 @@ from rocketlite.security.tls import context_for, tls_or_plain
 
 log = logging.getLogger("rocketlite.mqtt")
 
+_PUBACK = b"\x40\x02"  # PUBACK / PUBREC with reason 0, no properties (3.1.1 and 5.0)
+_PUBREC = b"\x50\x02"
+_U16 = struct.Struct(">H").pack
 MAX_OUT_BUFFER = 16 * 1024 * 1024  # beyond this, QoS 0 deliveries to a slow client are dropped
 
-
-
-_TOPIC_CACHE: dict[str, str] = {}
-
-
-def rocketmq_topic_cached(mqtt_topic: str) -> str:
-    """The RocketMQ topic an MQTT topic maps to (metrics labels), memoised within a bound."""
-    t = _TOPIC_CACHE.get(mqtt_topic)
-    if t is None:
-        t = rocketmq_topic(mqtt_topic)
-        if len(_TOPIC_CACHE) > 4096:
-            _TOPIC_CACHE.clear()
-        _TOPIC_CACHE[mqtt_topic] = t
-    return t
 
 class MqttConnection:
     """One network connection (TCP or WebSocket)."""
@@ -81,7 +71,7 @@ class MqttConnection:
                 self.manager.stats["dropped"] += 1
                 return
             self.manager.stats["sent"] += 1
-            METRICS.messages_out("mqtt", rocketmq_topic_cached(pkt.topic), 1, len(pkt.payload))
+            METRICS.messages_out("mqtt", rocketmq_topic(pkt.topic), 1, len(pkt.payload))
             self._out += C.encode_publish(pkt, self.version)
         elif pkt.__class__ is C.Ack and not pkt.reason and not pkt.properties:
             self._out += C.encode_ack(pkt.kind, pkt.packet_id)
@@ -92,6 +82,19 @@ class MqttConnection:
     def send_packets(self, pkts: list[Any]) -> None:
         for p in pkts:
             self.send_packet(p)
+
+    def send_encoded(self, items: list[Any]) -> None:
+        """Fan-out's packets for this connection: encoded QoS 0 PUBLISH bytes or PUBLISH packets.
+        The manager counted them (metrics, $SYS) and applied the QoS 0 drop rule (``congested``)."""
+        if self._closing:
+            return
+        v = self.version
+        enc = C.encode_publish
+        self._out += b"".join([x if x.__class__ is bytes else enc(x, v) for x in items])
+        self._wake.set()
+
+    def congested(self) -> bool:
+        return len(self._out) > MAX_OUT_BUFFER
 
     def kick(self, reason: int) -> None:
         """Close from the server side (take-over, admin reset)."""
@@ -213,49 +216,62 @@ class MqttConnection:
         q2: set[int] = set()  # packet ids of the QoS 2 publishes in batch
         s = self.session
         assert s is not None
+        v5 = self.version == 5
+        acl = getattr(self.manager, "acl", None)
+        PUBLISH, PUBACK, PUBCOMP = C.PUBLISH, C.PUBACK, C.PUBCOMP
         for p in pkts:
             t = p.type
-            if t == C.PUBLISH:
-                if self.version == 5:
+            if t == PUBLISH:
+                if v5:
                     s.resolve_alias(p)
                     if C.P_SUBSCRIPTION_ID in p.properties:
                         raise C.protocol_error("subscription identifier in PUBLISH")
-                if p.qos == 2 and (s.incoming_qos2_seen(p.packet_id) or p.packet_id in q2):
-                    if batch:
-                        await self._store(batch)
-                        batch = []
-                        q2 = set()
-                    self.send_packet(C.Ack(C.PUBREC, p.packet_id))
-                    continue
-                if p.qos == 2 and self.version == 5 and \
-                        len(s.incoming_qos2) + len(q2) >= self.manager.settings.receive_maximum:
-                    raise C.MqttError(C.RC_RECEIVE_MAX_EXCEEDED, "more unacknowledged QoS 2 publishes than Receive Maximum")
+                qos = p.qos
+                if qos == 2:
+                    if s.incoming_qos2_seen(p.packet_id) or p.packet_id in q2:
+                        if batch:
+                            await self._store(batch)
+                            batch = []
+                            q2 = set()
+                        self.send_packet(C.Ack(C.PUBREC, p.packet_id))
+                        continue
+                    if v5 and len(s.incoming_qos2) + len(q2) >= self.manager.settings.receive_maximum:
+                        raise C.MqttError(C.RC_RECEIVE_MAX_EXCEEDED,
+                                          "more unacknowledged QoS 2 publishes than Receive Maximum")
                 if p.topic.startswith("$SYS"):
-                    if p.qos == 1:
+                    if qos == 1:
                         self.send_packet(C.Ack(C.PUBACK, p.packet_id))
-                    elif p.qos == 2:
+                    elif qos == 2:
                         s.incoming_qos2_stored(p.packet_id)
                         self.send_packet(C.Ack(C.PUBREC, p.packet_id))
                     continue
-                acl = getattr(self.manager, "acl", None)
                 if acl is not None and not acl.mqtt_may(getattr(self, "mqtt_user", None), p.topic, "PUB"):
                     # [security] topic ACL: MQTT 5 gets "not authorized"; 3.1.1 has no negative ack (dropped)
-                    rc = C.RC_NOT_AUTHORIZED if self.version == 5 else 0
-                    if p.qos == 1:
+                    rc = C.RC_NOT_AUTHORIZED if v5 else 0
+                    if qos == 1:
                         self.send_packet(C.Ack(C.PUBACK, p.packet_id, rc))
-                    elif p.qos == 2:
+                    elif qos == 2:
                         if not rc:
                             s.incoming_qos2_stored(p.packet_id)
                         self.send_packet(C.Ack(C.PUBREC, p.packet_id, rc))
                     continue
                 batch.append(p)
-                if p.qos == 2:
+                if qos == 2:
                     q2.add(p.packet_id)
                 continue
             if batch:
                 await self._store(batch)
                 batch = []
                 q2 = set()
+            # the acknowledgements of outgoing QoS 1/2 (the common packets after PUBLISH) inline
+            if t == PUBACK:
+                if s.on_puback(p.packet_id) and s.queue:
+                    self.send_packets(s.pump(self.manager.now()))
+                continue
+            if t == PUBCOMP:
+                if s.on_pubcomp(p.packet_id) and s.queue:
+                    self.send_packets(s.pump(self.manager.now()))
+                continue
             await self._other(p, s)
             if self.graceful or self._closing:
                 return
@@ -276,13 +292,25 @@ class MqttConnection:
             if self.version != 5:
                 raise C.MqttError(C.RC_IMPLEMENTATION_SPECIFIC, str(exc)) from exc
             failed = C.RC_IMPLEMENTATION_SPECIFIC
+        if failed:
+            for p in batch:
+                if p.qos == 1:
+                    self.send_packet(C.Ack(C.PUBACK, p.packet_id, failed))
+                elif p.qos == 2:
+                    self.send_packet(C.Ack(C.PUBREC, p.packet_id, failed))
+            return
+        # every acknowledgement of the batch in one buffer append
+        acks = []
         for p in batch:
-            if p.qos == 1:
-                self.send_packet(C.Ack(C.PUBACK, p.packet_id, failed))
-            elif p.qos == 2:
-                if not failed:
-                    s.incoming_qos2_stored(p.packet_id)
-                self.send_packet(C.Ack(C.PUBREC, p.packet_id, failed))
+            q = p.qos
+            if q == 1:
+                acks.append(_PUBACK + _U16(p.packet_id))
+            elif q == 2:
+                s.incoming_qos2_stored(p.packet_id)
+                acks.append(_PUBREC + _U16(p.packet_id))
+        if acks and not self._closing:
+            self._out += b"".join(acks)
+            self._wake.set()
 
     async def _other(self, p: Any, s: Session) -> None:
         t = p.type

@@ -201,6 +201,20 @@ class Session:
         self.queue.append(item)
         return None
 
+    def take(self, delivery: Delivery, qos: int, retain: bool, sub_ids: tuple[int, ...] = ()) -> int:
+        """``enqueue`` for QoS 1/2 when the caller encodes the PUBLISH itself (3.1.1, no expiry, no
+        Maximum Packet Size): the packet id it went out with, or 0 when it was queued or dropped."""
+        item = OutItem(delivery, qos, retain, sub_ids)
+        if len(self.inflight) < self.window and not self.queue:
+            pid = item.packet_id = self._alloc_pid()
+            self.inflight[pid] = item
+            return pid
+        if len(self.queue) >= self.max_queued:
+            self.dropped += 1
+        else:
+            self.queue.append(item)
+        return 0
+
     def _publish(self, item: OutItem, now_ms: int, dup: bool = False) -> Publish | None:
         d = item.delivery
         props: dict[int, Any]
