@@ -138,6 +138,32 @@ async def test_send_v1_v2_pull_view_query() -> None:
         assert (await c.request(29, topic="T", queueId=0, timestamp=0)).ext["offset"] == "0"
 
 
+async def test_large_frames_both_ways_beside_small_ones() -> None:
+    """Frames far beyond a socket buffer cross the direct socket reads and writes whole (partial
+    sends, waits for writability) while small requests on other connections go on."""
+    big = [bytes([65 + i]) * (3 * 1024 * 1024 + i) for i in range(3)]
+    async with serve() as srv, srv.client() as c, srv.client() as other:
+        for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):  # small buffers: partial sends on both sides
+            c.raw.setsockopt(socket.SOL_SOCKET, opt, 256 * 1024)
+        async with trio.open_nursery() as n:
+            async def send(i: int) -> None:
+                r = await c.send_message("Big", big[i], queue_id=2)
+                assert r.code == 0
+            for i in range(3):
+                n.start_soon(send, i)
+            for _ in range(20):
+                assert (await other.request(105, topic="Big")).code == 0
+        pull = dict(consumerGroup="G", topic="Big", queueId=2, maxMsgNums=32, sysFlag=4, subscription="*")
+        bodies: list[bytes] = []
+        offset = 0
+        while len(bodies) < 3:  # 8 MiB per PULL body: two responses
+            r = await c.request(11, pull, queueOffset=offset)
+            assert r.code == 0
+            bodies += [x.body for x in decode_records(r.body)]
+            offset = int(r.ext["nextBeginOffset"])
+        assert sorted(bodies) == big
+
+
 async def test_batch_and_compressed_sends() -> None:
     async with serve() as srv, srv.client() as c:
         body = encode_batch([BatchItem(b"a", 0, {"UNIQ_KEY": "U1"}), BatchItem(b"b", 0, {"UNIQ_KEY": "U2"})])
