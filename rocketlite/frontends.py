@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 FRONTENDS: list[tuple[str, str]] = [
     ("remoting", "rocketlite.protocols.remoting.server:RemotingFrontEnd"),
-    ("grpc", "rocketlite.protocols.grpc.server:GrpcFrontEnd"),
+    ("grpc", "rocketlite.protocols.grpc.frontend:GrpcFrontEnd"),
     ("mqtt", "rocketlite.protocols.mqtt.server:MqttFrontEnd"),
     ("testing", "rocketlite.testing.control:ControlFrontEnd"),
     ("http", "rocketlite.protocols.http.server:HttpFrontEnd"),

@@ -14,11 +14,15 @@ from tests.support.server import REPO
 
 # Imported by the serve path only when configured or used: CLI-only verbs (admin client, bench,
 # quick produce/consume), certificate generation (on the first TLS handshake / when TLS is on),
-# bridges (only with [[bridges]]), and libraries the HTTP front-end no longer uses.
+# bridges (only with [[bridges]]), the gRPC service (first gRPC connection), and libraries the
+# HTTP front-end no longer uses.
 MUST_NOT_IMPORT = [
     "rocketlite.admin.client", "rocketlite.admin.cli", "rocketlite.admin.quick", "rocketlite.bench",
     "rocketlite.bridge.service", "rocketlite.protocols.grpc.bench", "rocketlite.protocols.remoting.bench",
     "cryptography", "hypercorn", "wsproto", "h2",
+    # the gRPC messaging service and protobuf: imported on the first gRPC connection
+    "rocketlite.protocols.grpc.server", "rocketlite.protocols.grpc.codec", "rocketlite.protocols.grpc.service",
+    "rocketlite.protocols.grpc.messaging_pb2", "google.protobuf", "hpack",
     "uuid", "statistics", "secrets", "mimetypes",
 ]
 
@@ -40,6 +44,6 @@ def test_serve_imports_nothing_it_does_not_need() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
-    assert "rocketlite.protocols.grpc.server" in loaded and "rocketlite.protocols.http.app" in loaded
+    assert "rocketlite.protocols.grpc.frontend" in loaded and "rocketlite.protocols.http.app" in loaded
     bad = sorted(m for m in loaded if any(m == p or m.startswith(p + ".") for p in MUST_NOT_IMPORT))
     assert not bad, f"serve imports {bad}: import them where they are used"

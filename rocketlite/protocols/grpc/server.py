@@ -22,9 +22,7 @@ from typing import Any, Awaitable, Callable
 
 import trio
 
-from rocketlite.frontends import bind_host
 from rocketlite.metrics import METRICS
-from rocketlite.protocols.grpc import messaging_pb2
 from rocketlite.protocols.grpc.codec import (
     DEADLINE_EXCEEDED,
     INTERNAL,
@@ -43,9 +41,6 @@ from rocketlite.protocols.grpc.codec import (
     WindowOpened,
     frame_message,
 )
-from rocketlite.security.acl import get_acl
-from rocketlite.security.grpc_acl import guard_handlers
-from rocketlite.security.limits import get_limiter, limited
 
 log = logging.getLogger(__name__)
 
@@ -410,38 +405,6 @@ def _only_io_errors(exc: BaseException) -> bool:
     return isinstance(exc, _IO_ERRORS)
 
 
-class GrpcFrontEnd:
-    """The ``grpc`` front-end (settings section ``grpc``: ``port``, TLS files, limits)."""
-
-    name = "grpc"
-
-    async def serve(self, ctx: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        from rocketlite.protocols.grpc.service import MessagingService
-        from rocketlite.protocols.grpc.tls import server_ssl_context
-
-        settings = ctx.settings
-        sec = settings.section("grpc")
-        host = settings.host
-        port = int(sec.get("port", 8081))
-        ssl_ctx = None
-        ssl_factory = None
-        if bool(sec.get("tls", True)):
-            cert_file = str(sec.get("tls_cert_file", "") or "")
-            if cert_file:  # load now: a bad path should fail at startup
-                ssl_ctx = server_ssl_context(cert_file, str(sec.get("tls_key_file", "") or ""))
-            else:
-                ssl_factory = server_ssl_context
-        config = GrpcConnectionConfig(
-            max_concurrent_streams=int(sec.get("max_concurrent_streams", 1000)),
-            max_message=int(sec.get("max_message_size", 130 * 1024 * 1024)),
-        )
-        service = MessagingService(ctx.broker, settings)
-        ctx.services["grpc"] = service
-        handlers = guard_handlers(service.handlers(), get_acl(ctx), messaging_pb2)  # [security]
-        server = GrpcServer(handlers, ssl_context=ssl_ctx, config=config, ssl_context_factory=ssl_factory)
-        listeners = await trio.open_tcp_listeners(port, host=bind_host(host))
-        bound = listeners[0].socket.getsockname()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(service.run)
-            task_status.started((host, bound[1]))
-            await trio.serve_listeners(limited(server.handle, get_limiter(ctx)), listeners)  # max_connections
+# The front-end (binding, lazy start) lives in .frontend so that serve imports neither this module
+# nor protobuf before the first gRPC connection; re-exported here for existing imports.
+from rocketlite.protocols.grpc.frontend import GrpcFrontEnd  # noqa: E402,F401

@@ -8,7 +8,6 @@ side with ALPN ``h2``.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import os
 import ssl
 import tempfile
@@ -16,6 +15,8 @@ import tempfile
 
 def self_signed_pem(common_name: str = "rocketlite") -> tuple[bytes, bytes]:
     """A fresh EC P-256 key and a 10-year self-signed certificate for localhost, as PEM."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
