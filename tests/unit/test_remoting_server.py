@@ -512,3 +512,25 @@ async def test_pipelined_sends_to_one_queue_keep_their_order() -> None:
         assert all(slot[0].code == 0 for _, slot in waits.values())
         msgs = (await srv.broker.pull("ORD", 1, 0, 100)).messages
         assert [m.body for m in msgs] == [f"{i}".encode() for i in range(50)]
+
+
+async def test_sends_piled_up_on_one_queue_are_stored_together_but_answered_one_by_one() -> None:
+    """Sends queued behind each other for one queue share one broker.send; when the broker refuses
+    the group (one message too large), each request still gets its own answer, in order."""
+    async with serve(max_message_size=1000) as srv, srv.client() as c:
+        bodies = [b"a", b"b", b"x" * 2000, b"c", b"d"]
+        cmds = [c.command(310, {"a": "PG", "b": "GRP", "e": 2, "f": 0, "g": 0, "h": 0, "i": "TAGS\x01t\x02"}, body)
+                for body in bodies]
+        waits = {cmd.opaque: (trio.Event(), []) for cmd in cmds}
+        c._waiting.update(waits)
+        await c.stream.send_all(b"".join(encode_command(cmd) for cmd in cmds))
+        with trio.fail_after(10):
+            for ev, _ in waits.values():
+                await ev.wait()
+        codes = [waits[cmd.opaque][1][0].code for cmd in cmds]
+        assert codes == [0, 0, 13, 0, 0]
+        offsets = [waits[cmd.opaque][1][0].ext.get("queueOffset") for cmd in cmds]
+        assert offsets == ["0", "1", None, "2", "3"]
+        msgs = (await srv.broker.pull("GRP", 2, 0, 100)).messages
+        assert [m.body for m in msgs] == [b"a", b"b", b"c", b"d"]
+        assert all(m.tags == "t" for m in msgs)

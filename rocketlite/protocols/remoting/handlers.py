@@ -35,6 +35,7 @@ from rocketlite.core.message import (
     PROP_TAGS,
     SYSFLAG_COMPRESSED,
     Message,
+    SendResult,
 )
 from rocketlite.metrics import METRICS
 from rocketlite.protocols.remoting.codec import (
@@ -559,6 +560,10 @@ class RemotingService:
         if group and (sys_flag & 0xC == 0x4 or ext_bool(props.get("TRAN_MSG"))):
             self._ensure_producer(session, group)
         results = await self.broker.send(msgs)
+        return self._send_response(cmd, topic, msgs, results)
+
+    def _send_response(self, cmd: RemotingCommand, topic: str, msgs: list[Message],
+                       results: list[SendResult]) -> RemotingCommand:
         if len(msgs) == 1:
             METRICS.messages_in(PROTOCOL, topic, 1, len(msgs[0].body))
         else:
@@ -577,6 +582,42 @@ class RemotingService:
         if len(results) > 1:
             ext["batchUniqId"] = ",".join(r.unique_id for r in results)
         return cmd.response(ext=ext)
+
+    def _plain_send(self, session: Session, cmd: RemotingCommand) -> tuple[str, Message] | None:
+        """(topic, message) of a SEND_MESSAGE(_V2) that needs none of send_message's special paths
+        (batch, transaction, retry topic, ACL, oversized properties), else None."""
+        if cmd.code == RC.SEND_BATCH_MESSAGE or self.acl is not None:
+            return None
+        try:
+            (_, topic, queue_id, sys_flag, born_ts, flag, props_text, reconsume, _,
+             batch_flag) = _send_fields(cmd.ext, cmd.code != RC.SEND_MESSAGE)
+        except (MissingField, BrokerError):
+            return None
+        if (sys_flag & 0xC or topic.startswith("%RETRY%") or (batch_flag is not None and ext_bool(batch_flag))
+                or len(props_text) > 8191):
+            return None
+        props = decode_properties(props_text)
+        if ext_bool(props.get("TRAN_MSG")):
+            return None
+        return topic, self._message_from(session, topic, cmd.body, props, queue_id=queue_id, flag=flag,
+                                          sys_flag=sys_flag, born_ts=born_ts, reconsume=reconsume)
+
+    async def handle_sends(self, session: Session, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        """Answers to sends that queued behind each other for one (topic, queue) on one connection,
+        in order. Plain ones are stored with one ``broker.send`` (one store group: they would have
+        committed one after the other); anything else, or a group the broker refuses as a whole,
+        goes through :meth:`handle` one by one, so each request still gets its own answer."""
+        plain = [self._plain_send(session, cmd) for cmd in cmds]
+        if all(p is not None for p in plain):
+            msgs = [p[1] for p in plain]  # type: ignore[index]
+            try:
+                results = await self.broker.send(msgs)
+            except (BrokerError, ValueError, KeyError, TypeError, AttributeError, OverflowError, struct.error):
+                pass  # refused before anything was written: each request finds out on its own
+            else:
+                return [None if cmd.is_oneway else self._send_response(cmd, p[0], [m], [r])  # type: ignore[index]
+                        for cmd, p, m, r in zip(cmds, plain, msgs, results)]
+        return [await self.handle(session, cmd) for cmd in cmds]
 
     # -- pull ----------------------------------------------------------------------------------
     async def pull_message(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:

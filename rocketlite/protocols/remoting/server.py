@@ -49,6 +49,7 @@ from rocketlite.security.tls import context_for, tls_or_plain
 log = logging.getLogger("rocketlite.remoting")
 
 MAX_INFLIGHT = 256
+MAX_SEND_GROUP = 64  # sends to one queue stored together (see Connection._run_chain)
 _SEND_CODES = (10, 310, 320)  # SEND_MESSAGE, SEND_MESSAGE_V2, SEND_BATCH_MESSAGE
 _OFFSET_CODES = (14, 15)  # QUERY_CONSUMER_OFFSET, UPDATE_CONSUMER_OFFSET
 READ_SIZE = 65536
@@ -183,14 +184,34 @@ class Connection:
 
     async def _run_chain(self, key: tuple[str, ...], cmd: RemotingCommand) -> None:
         queue = self._chains[key]
+        grouped = key[0] == "send"
         try:
             while True:
                 await self._run_request(cmd)
+                while len(queue) > 1 and grouped:  # sends that piled up meanwhile: one store write
+                    cmds = [queue.popleft() for _ in range(min(len(queue), MAX_SEND_GROUP))]
+                    await self._run_sends(cmds)
                 if not queue:
                     break
                 cmd = queue.popleft()
         finally:
             del self._chains[key]
+
+    async def _run_sends(self, cmds: list[RemotingCommand]) -> None:
+        try:
+            for resp in await self.service.handle_sends(self, cmds):
+                if resp is not None:
+                    await self.send(resp)
+        except Exception:
+            log.exception("remoting: handler for %d sends failed", len(cmds))
+            for cmd in cmds:
+                if not cmd.is_oneway:
+                    await self.send(cmd.response(ResponseCode.SYSTEM_ERROR, remark="internal error"))
+        finally:
+            self._inflight -= len(cmds)
+            if self._room is not None:
+                self._room.set()
+                self._room = None
 
     async def _run_request(self, cmd: RemotingCommand) -> None:
         try:
