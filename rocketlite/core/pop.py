@@ -262,7 +262,14 @@ class Pops:
 
     # -- wake-ups ------------------------------------------------------------------------------
     def _on_write(self, msgs: list[Message]) -> None:
-        self._wake_topic(*{m.topic for m in msgs})
+        interest = self._interest
+        if not interest:  # nobody is waiting in a POP long poll: the common case of a plain send
+            return
+        if len(msgs) == 1:
+            if msgs[0].topic in interest:
+                self._wake_topic(msgs[0].topic)
+            return
+        self._wake_topic(*{m.topic for m in msgs if m.topic in interest})
 
     def _wake_topic(self, *topics: str) -> None:
         for t in topics:
