@@ -92,8 +92,18 @@ class Connection:
         if self.closed:
             return
         self._out.append(encode_command(cmd))
-        if self._flushing:
+        if not self._flushing:
+            await self._flush()
+
+    async def send_many(self, cmds: list[RemotingCommand]) -> None:
+        """Several frames, written together."""
+        if self.closed or not cmds:
             return
+        self._out.extend([encode_command(cmd) for cmd in cmds])
+        if not self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         self._flushing = True
         try:
             while self._out and not self.closed:
@@ -199,9 +209,7 @@ class Connection:
 
     async def _run_sends(self, cmds: list[RemotingCommand]) -> None:
         try:
-            for resp in await self.service.handle_sends(self, cmds):
-                if resp is not None:
-                    await self.send(resp)
+            await self.send_many([resp for resp in await self.service.handle_sends(self, cmds) if resp is not None])
         except Exception:
             log.exception("remoting: handler for %d sends failed", len(cmds))
             for cmd in cmds:
