@@ -9,7 +9,8 @@ Per connection: one reader task feeds the sans-IO :class:`FrameDecoder`; every r
 its own task (a parked long-poll PULL must not hold up the rest), at most ``MAX_INFLIGHT`` at a
 time (beyond that the reader stops reading: back-pressure). Sends to the same (topic, queue) are
 stored in arrival order, like a Java broker's single send thread, and consumer offset updates and
-queries of one (group, topic, queue) apply in order: such requests queue behind the running one.
+queries of one (group, topic, queue) apply in order: such requests queue behind the running one
+(plain sends that piled up for one queue are then stored with one ``broker.send``).
 Writes are serialised: the first writer flushes whatever other tasks queued meanwhile in one
 system call. Plain TCP connections read and write their socket directly and wait in Trio only
 when it would block (Trio's stream calls yield to the scheduler on every call, which cost more
