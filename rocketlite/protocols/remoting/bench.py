@@ -98,8 +98,11 @@ async def consume(host: str, port: int, topic: str, queues: int, total: int) -> 
     got = [0]
 
     async def puller(c: RemotingClient, qid: int) -> None:
+        # stop at the end of what was produced: a long-polled PULL past it would park for the
+        # suspend timeout and count that wait as consume time
+        end = int((await c.request(30, topic=topic, queueId=qid)).ext.get("offset", 0))
         offset = 0
-        while got[0] < total:
+        while got[0] < total and offset < end:
             r = await c.request(11, consumerGroup="bench-consumer", topic=topic, queueId=qid, queueOffset=offset,
                                 maxMsgNums=32, sysFlag=6, commitOffset=0, suspendTimeoutMillis=1000,
                                 subscription="*", subVersion=0)
