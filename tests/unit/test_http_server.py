@@ -174,6 +174,23 @@ async def test_keep_alive_pipelined_requests_and_bodies() -> None:
     assert b"GET /a x=1 " in got and b"POST /b c  hello" in got
 
 
+async def test_expect_100_continue() -> None:
+    client, server = trio.testing.memory_stream_pair()
+    conn = HttpConnection(server, echo_app, ("127.0.0.1", 1), ("127.0.0.1", 2), "http")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await client.send_all(b"POST /big HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+        got = b""
+        with trio.fail_after(5):
+            while b"\r\n\r\n" not in got:
+                got += await client.receive_some(65536)
+            assert got.startswith(b"HTTP/1.1 100 ")
+            await client.send_all(b"body")
+            while b"POST /big  body" not in got:
+                got += await client.receive_some(65536)
+        nursery.cancel_scope.cancel()
+
+
 async def test_bad_request_answers_400_and_app_error_500() -> None:
     got, _, _ = await exchange(b"NOT HTTP AT ALL\r\n\r\n", b"\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 400")

@@ -180,6 +180,8 @@ class HttpConnection:
             nonlocal body_done
             if body_done:
                 return {"type": "http.disconnect"}
+            if self.h11.they_are_waiting_for_100_continue:  # curl sends large bodies after this
+                await self._send(h11.InformationalResponse(status_code=100, headers=[]))
             event = await self._next_event()
             if isinstance(event, h11.Data):
                 return {"type": "http.request", "body": bytes(event.data), "more_body": True}
