@@ -390,13 +390,18 @@ def bind_broker_ports(host: str, broker_port: int) -> tuple[trio.SocketListener,
     return _listener(host, 0), None
 
 
-def _resolve_ipv4(host: str) -> str:
+def _numeric_ipv4(host: str) -> str | None:
     try:
         socket.inet_aton(host)
-        if host.count(".") == 3:
-            return host
     except OSError:
-        pass
+        return None
+    return host if host.count(".") == 3 else None
+
+
+def _resolve_ipv4(host: str) -> str:
+    numeric = _numeric_ipv4(host)
+    if numeric:
+        return numeric
     try:
         return socket.gethostbyname(host)
     except OSError:
@@ -429,8 +434,9 @@ class RemotingFrontEnd:
             actual_ns = ns_l.socket.getsockname()[1]
             listeners.append(ns_l)
         adv_host = settings.advertised_host
+        numeric = _numeric_ipv4(adv_host)  # a name needs a (blocking) lookup, off the Trio thread
         advertised = Advertised(adv_host, actual_broker,
-                                await trio.to_thread.run_sync(_resolve_ipv4, adv_host))
+                                numeric or await trio.to_thread.run_sync(_resolve_ipv4, adv_host))
         hold = int(sec.get("pull_hold_max_ms", 20_000) or 20_000)
         self.service = RemotingService(ctx.broker, advertised, pull_hold_max_ms=hold)
         self.service.acl = get_acl(ctx)
