@@ -206,7 +206,7 @@ def test_stalled_qos0_subscriber_bounds_memory_and_blocks_no_one(tmp_path):
         assert peak - base < 120, f"RSS grew from {base:.0f} to {peak:.0f} MB"
 
 
-def test_max_connections_caps_remoting_grpc_and_mqtt_together(tmp_path):
+def test_max_connections_caps_every_protocol_together(tmp_path):
     with RocketliteProcess(tmp_path / "data", extra_args=["--set", "server.max_connections=3"]) as srv:
         held = [raw_mqtt(srv, f"cap-{i}") for i in range(2)]
         g = socket.create_connection(srv.addr("grpc"), timeout=10)  # the third, on another protocol
@@ -225,6 +225,13 @@ def test_max_connections_caps_remoting_grpc_and_mqtt_together(tmp_path):
         except ConnectionResetError:
             pass
         r.close()
+        h = socket.create_connection(srv.addr("http"), timeout=10)  # HTTP and WebSocket count too
+        try:
+            h.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert h.recv(64) == b""
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        h.close()
         held.pop().close()
         g.close()
         deadline = time.monotonic() + 10

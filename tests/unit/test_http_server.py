@@ -198,6 +198,49 @@ async def test_bad_request_answers_400_and_app_error_500() -> None:
     assert got.startswith(b"HTTP/1.1 500")
 
 
+@pytest.mark.parametrize("partial", [b"GET /slow HTTP/1.1\r\nHost: h\r\n",  # headers never end
+                                     b"POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\nabc"])
+async def test_a_request_that_stops_half_way_is_closed_after_the_keep_alive_time(
+        partial: bytes, autojump_clock: trio.abc.Clock) -> None:
+    from rocketlite.protocols.http.server import KEEP_ALIVE_S
+
+    client, server = trio.testing.memory_stream_pair()
+    conn = HttpConnection(server, echo_app, ("127.0.0.1", 1), ("127.0.0.1", 2), "http")
+    t0 = trio.current_time()
+    await client.send_all(partial)
+    try:  # run() ends (headers) or raises TooSlowError (body): either way the handler closes the stream
+        await conn.run()
+    except trio.TooSlowError:
+        pass
+    assert KEEP_ALIVE_S <= trio.current_time() - t0 < 2 * KEEP_ALIVE_S
+
+
+async def test_a_cut_off_body_is_a_disconnect_for_the_app_and_a_400() -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while True:
+            msg = await receive()
+            seen.append(msg)
+            if msg["type"] == "http.disconnect" or not msg.get("more_body"):
+                return
+
+    client, server = trio.testing.memory_stream_pair()
+    conn = HttpConnection(server, app, ("127.0.0.1", 1), ("127.0.0.1", 2), "http")
+    await client.send_all(b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXY")
+    with trio.fail_after(5):
+        await conn.run()  # ends the connection quietly
+    await server.aclose()  # as the front-end's handler does
+    assert seen[-1] == {"type": "http.disconnect"}
+    got = b""
+    while True:
+        data = await client.receive_some(65536)
+        if not data:
+            break
+        got += data
+    assert got.startswith(b"HTTP/1.1 400")
+
+
 def upgrade(path: str) -> bytes:
     return (f"GET {path} HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
             "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

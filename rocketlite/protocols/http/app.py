@@ -553,8 +553,8 @@ class OpsApp:
         body = b""
         while True:
             msg = await receive()
-            if msg["type"] == "http.disconnect":
-                break
+            if msg["type"] == "http.disconnect":  # never act on a cut-off request
+                raise HttpError(400, "the request body ended early (disconnect or malformed framing)")
             body += msg.get("body", b"")
             if len(body) > MAX_BODY:
                 raise HttpError(413, "request body too large")

@@ -23,6 +23,7 @@ import trio
 
 from rocketlite.frontends import FrontEndContext
 from rocketlite.protocols.http import websocket as ws
+from rocketlite.security.limits import get_limiter, limited
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,9 @@ class HttpConnection:
             event = self.h11.next_event()
             if event is not h11.NEED_DATA:
                 return event
-            data = await self.stream.receive_some(READ_SIZE)
+            # a request that stops arriving half-way (slowloris) ends the connection like an idle one
+            with trio.fail_after(KEEP_ALIVE_S):
+                data = await self.stream.receive_some(READ_SIZE)
             self.h11.receive_data(data)  # b"" = the peer closed its side
 
     async def run(self) -> None:
@@ -173,8 +176,9 @@ class HttpConnection:
 
     async def _http(self, req: Any) -> None:
         scope = self._scope("http", req)
-        state = {"started": False, "done": False, "response": None}
+        state: dict[str, Any] = {"started": False, "done": False, "response": None}
         body_done = False
+        broken: list[Exception] = []  # the request body was malformed, cut off or stalled
 
         async def receive() -> dict[str, Any]:
             nonlocal body_done
@@ -182,7 +186,14 @@ class HttpConnection:
                 return {"type": "http.disconnect"}
             if self.h11.they_are_waiting_for_100_continue:  # curl sends large bodies after this
                 await self._send(h11.InformationalResponse(status_code=100, headers=[]))
-            event = await self._next_event()
+            try:
+                event = await self._next_event()
+            except (h11.RemoteProtocolError, trio.TooSlowError) as exc:
+                # as an ASGI server does: the app sees a disconnect (no traceback in its log);
+                # the client gets a 400 if it still listens, and the connection ends
+                body_done = True
+                broken.append(exc)
+                return {"type": "http.disconnect"}
             if isinstance(event, h11.Data):
                 return {"type": "http.request", "body": bytes(event.data), "more_body": True}
             body_done = True
@@ -216,7 +227,7 @@ class HttpConnection:
             if not state["started"]:
                 await self._bad_request(exc)
             raise _Closed from exc
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.LocalProtocolError, trio.TooSlowError):
             raise
         except Exception:  # noqa: BLE001 - one request's failure answers 500, the server goes on
             log.exception("http: %s %s failed", scope["method"], scope["path"])
@@ -226,6 +237,10 @@ class HttpConnection:
                     (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())])
                 await send({"type": "http.response.body", "body": body})
             raise _Closed from None
+        if broken:
+            if not state["started"]:
+                await self._bad_request(broken[0])
+            raise _Closed from broken[0]
         if not state["started"]:  # the app answered nothing
             state["response"] = h11.Response(status_code=500, headers=[(b"content-length", b"0")])
             await send({"type": "http.response.body", "body": b""})
@@ -425,7 +440,7 @@ class HttpFrontEnd:
             conn = HttpConnection(stream, app, client, (host, bound), scheme)
             try:
                 await conn.run()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
+            except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError, trio.TooSlowError):
                 pass
             except Exception as exc:  # noqa: BLE001 - one connection's failure never stops the listener
                 log.debug("http: connection %s failed: %r", client, exc)
@@ -440,7 +455,8 @@ class HttpFrontEnd:
         async with listener:
             async with trio.open_nursery() as nursery:
                 task_status.started((host, bound))
-                await trio.serve_listeners(handle, [listener], handler_nursery=nursery)
+                await trio.serve_listeners(limited(handle, get_limiter(ctx)), [listener],  # max_connections
+                                           handler_nursery=nursery)
 
 
 def _peer(stream: trio.abc.Stream) -> tuple[str, int] | None:
