@@ -158,3 +158,30 @@ def test_fuzz_mutated_connect(noise):
         C.Decoder(max_packet_size=1024).feed(data)
     except C.MqttError:
         pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "a/b", "t/é", "x" * 130]), st.binary(max_size=300), st.integers(0, 2),
+                          st.booleans(), st.booleans()), min_size=1, max_size=8),
+       st.sampled_from([3, 4]), st.integers(1, 400))
+def test_fuzz_publish_stream_repeated_topics(items, version, chunk):
+    """PUBLISH on a topic the connection used before takes the decoder's inline path: same packets
+    as the checked path, whatever the chunking (lengths of one and two bytes)."""
+    pkts = [C.Publish(t, pl, q, r, q > 0 and d, i + 1 if q else 0, {}) for i, (t, pl, q, r, d) in enumerate(items)]
+    data = b"".join(C.encode(p, version) for p in pkts) * 2
+    dec = C.Decoder(version=version)
+    out = []
+    for i in range(0, len(data), chunk):
+        out += dec.feed(data[i:i + chunk])
+    assert out == pkts * 2
+    assert all(type(p.retain) is bool and type(p.dup) is bool for p in out)
+
+
+def test_inline_publish_path_still_rejects_bad_packets():
+    dec = C.Decoder(version=4)
+    assert dec.feed(C.encode(C.Publish("a/b", b"x", 1, False, False, 1), 4))[0].topic == "a/b"  # topic now known
+    for bad in (b"\x38\x09\x00\x03a/b\x00\x01xy",  # QoS 0 with DUP
+                b"\x36\x09\x00\x03a/b\x00\x01xy",  # QoS 3
+                b"\x32\x09\x00\x03a/b\x00\x00xy"):  # packet id 0
+        with pytest.raises(C.MqttError):
+            C.Decoder(version=4).feed(C.encode(C.Publish("a/b", b"x", 1, False, False, 1), 4) + bad)

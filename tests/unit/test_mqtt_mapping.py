@@ -38,3 +38,13 @@ def test_rocketmq_message_to_mqtt():
     assert (d.topic, d.qos) == ("orders", 1)
     assert d.properties[C.P_USER_PROPERTY] == [("color", "red"), ("TAGS", "TagA"), ("KEYS", "k1")]
     assert is_excluded_topic("%RETRY%g") and is_excluded_topic("rmq_sys_wheel") and not is_excluded_topic("orders")
+
+
+def test_batch_mapping_equals_one_by_one():
+    from rocketlite.protocols.mqtt.mapping import messages_from_publishes
+
+    pkts = [C.Publish("a/b", b"1", 0), C.Publish("a/b", b"2", 1, False, False, 1), C.Publish("c", b"3", 2, True, False, 2),
+            C.Publish("a/b", b"4", 1, False, False, 3, {C.P_CONTENT_TYPE: "json"}), C.Publish("%x/y", b"5", 0)]
+    got = messages_from_publishes(pkts, "cid", "1.2.3.4:5")
+    want = [message_from_publish(p.topic, p.payload, p.qos, p.retain, p.properties, "cid", "1.2.3.4:5") for p in pkts]
+    assert got == want

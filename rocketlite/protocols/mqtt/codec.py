@@ -503,6 +503,10 @@ class Decoder:
         pos = 0
         n = len(buf)
         max_size = self.max_packet_size
+        # PUBLISH of 3.1/3.1.1 on a topic already seen: decoded inline (the hot packet); anything
+        # unusual (first of its topic, bad flags, truncation) goes through _publish, which checks
+        fast = self.version == 4 or self.version == 3
+        topics = self._topics
         try:
             while n - pos >= 2:
                 first = buf[pos]
@@ -510,6 +514,9 @@ class Decoder:
                 if b < 128:  # one-byte remaining length (most packets)
                     length = b
                     i = pos + 2
+                elif n - pos >= 3 and buf[pos + 2] < 128:  # two bytes
+                    length = (b & 0x7F) | (buf[pos + 2] << 7)
+                    i = pos + 3
                 else:
                     length = b & 0x7F
                     mult = 128
@@ -535,10 +542,27 @@ class Decoder:
                     break
                 ptype = first >> 4
                 if ptype == PUBLISH:
+                    if fast and length >= 4:
+                        p = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                        topic = topics.get(buf[i + 2:p]) if p <= end else None
+                        qos = (first >> 1) & 3
+                        if topic is not None:
+                            if qos == 0:
+                                if not first & 8:
+                                    out.append(Publish(topic, buf[p:end], 0, (first & 1) != 0, False, 0, {}))
+                                    pos = end
+                                    continue
+                            elif qos < 3 and p + 2 <= end:
+                                pid = (buf[p] << 8) | buf[p + 1]
+                                if pid:
+                                    out.append(Publish(topic, buf[p + 2:end], qos, (first & 1) != 0, (first & 8) != 0,
+                                                       pid, {}))
+                                    pos = end
+                                    continue
                     out.append(self._publish(first & 0x0F, buf, i, end))
                 elif length == 2 and 4 <= ptype <= 7 and first & 0x0F == (2 if ptype == PUBREL else 0) \
                         and self.version:  # the common 2-byte PUBACK/PUBREC/PUBREL/PUBCOMP
-                    out.append(Ack(ptype, (buf[i] << 8) | buf[i + 1]))
+                    out.append(Ack(ptype, (buf[i] << 8) | buf[i + 1], 0, {}))
                 else:
                     out.append(self._decode(first, buf, i, end))
                 pos = end

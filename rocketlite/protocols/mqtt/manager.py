@@ -38,7 +38,7 @@ from rocketlite.protocols.mqtt.mapping import (
     PROP_MQTT_RETAIN,
     delivery_from_message,
     is_excluded_topic,
-    message_from_publish,
+    messages_from_publishes,
     rocketmq_topic,
 )
 from rocketlite.protocols.mqtt.session import PUB, Delivery, OutItem, Session, SubOptions
@@ -475,7 +475,7 @@ class MqttManager:
 
     async def publish(self, pkts: list[C.Publish], cid: str, peer: str) -> None:
         """Store publishes (one atomic send), then update retained messages."""
-        msgs = [message_from_publish(p.topic, p.payload, p.qos, p.retain, p.properties, cid, peer) for p in pkts]
+        msgs = messages_from_publishes(pkts, cid, peer)
         self.stats["received"] += len(pkts)
         await self.broker.send(msgs)
         # metrics once per run of messages to the same RocketMQ topic (a batch usually has one)
@@ -491,7 +491,10 @@ class MqttManager:
             nbytes += len(m.body)
         if n:
             METRICS.messages_in("mqtt", label, n, nbytes)
-        if not any(p.retain for p in pkts):
+        for p in pkts:
+            if p.retain:
+                break
+        else:
             return
         puts: list[tuple[str, bytes, Any]] = []
         deletes: list[tuple[str, bytes]] = []

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from rocketlite.core.message import PROP_MQTT_QOS, PROP_MQTT_TOPIC, Message
 from rocketlite.protocols.mqtt.codec import (
     P_CONTENT_TYPE,
+    Publish,
     P_CORRELATION_DATA,
     P_MESSAGE_EXPIRY,
     P_PAYLOAD_FORMAT,
@@ -68,6 +70,39 @@ def is_excluded_topic(rocketmq_name: str) -> bool:
     return rocketmq_name.startswith(_SYSTEM_PREFIXES) or rocketmq_name == "DefaultCluster"
 
 
+# ``Message(topic=, body=, properties=, born_host=)`` is called positionally when the field order is
+# the expected one: a class called with keywords costs CPython a kwargs dict for ``__init__`` (about
+# 40% more for Message), and this runs once per published message.
+_POSITIONAL = [f.name for f in dataclasses.fields(Message)][:10] == [
+    "topic", "body", "queue_id", "tags", "keys", "properties", "flag", "sys_flag", "born_timestamp", "born_host"]
+
+
+def _new_message(topic: str, body: bytes, props: dict[str, str], born_host: str) -> Message:
+    if _POSITIONAL:
+        return Message(topic, body, -1, "", "", props, 0, 0, 0, born_host)
+    return Message(topic=topic, body=body, properties=props, born_host=born_host)
+
+
+def messages_from_publishes(pkts: list[Publish], client_id: str, born_host: str = "") -> list[Message]:
+    """``message_from_publish`` for a batch; publishes without properties or retain flag (most)
+    take a short path, the RocketMQ topic looked up once per run of the same MQTT topic."""
+    out: list[Message] = []
+    append = out.append
+    last = None
+    rtopic = ""
+    for pk in pkts:
+        t = pk.topic
+        if pk.properties or pk.retain or not _POSITIONAL:
+            append(message_from_publish(t, pk.payload, pk.qos, pk.retain, pk.properties, client_id, born_host))
+            continue
+        if t != last:
+            rtopic = rocketmq_topic(t)
+            last = t
+        append(Message(rtopic, pk.payload, -1, "", "", {PROP_MQTT_TOPIC: t, PROP_MQTT_QOS: _QOS_STR[pk.qos],
+                                                        PROP_MQTT_CLIENT: client_id}, 0, 0, 0, born_host))
+    return out
+
+
 def message_from_publish(topic: str, payload: bytes, qos: int, retain: bool, props: dict[int, Any],
                          client_id: str, born_host: str = "") -> Message:
     p: dict[str, str] = {PROP_MQTT_TOPIC: topic, PROP_MQTT_QOS: _QOS_STR[qos], PROP_MQTT_CLIENT: client_id}
@@ -95,7 +130,10 @@ def message_from_publish(topic: str, payload: bytes, qos: int, retain: bool, pro
             for k, val in ups:  # plain copies for RocketMQ consumers, never shadowing a reserved name
                 if k not in p and k not in _MQTT_PROPS and not _SYSTEM_PROP.match(k):
                     p[k] = val
-    return Message(topic=rocketmq_topic(topic), body=payload, properties=p, born_host=born_host)
+    return _new_message(rocketmq_topic(topic), payload, p, born_host)
+
+
+_QOS_INT = {"0": 0, "1": 1, "2": 2}
 
 
 def delivery_from_message(msg: Message) -> Delivery:
@@ -104,7 +142,10 @@ def delivery_from_message(msg: Message) -> Delivery:
     props: dict[int, Any] = {}
     expires = 0
     if mqtt_topic is not None:
-        qos = int(p.get(PROP_MQTT_QOS, "0") or 0)
+        qs = p.get(PROP_MQTT_QOS)
+        qos = _QOS_INT.get(qs)  # type: ignore[arg-type]
+        if qos is None:
+            qos = int(qs or 0)
         retain = p.get(PROP_MQTT_RETAIN) == "1"
         origin = p.get(PROP_MQTT_CLIENT, "")
         if len(p) > 4:

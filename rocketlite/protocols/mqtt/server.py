@@ -218,10 +218,10 @@ class MqttConnection:
         assert s is not None
         v5 = self.version == 5
         acl = getattr(self.manager, "acl", None)
-        PUBLISH, PUBACK, PUBCOMP = C.PUBLISH, C.PUBACK, C.PUBCOMP
+        Publish, Ack, PUBACK, PUBCOMP = C.Publish, C.Ack, C.PUBACK, C.PUBCOMP
         for p in pkts:
-            t = p.type
-            if t == PUBLISH:
+            cls = p.__class__
+            if cls is Publish:
                 if v5:
                     s.resolve_alias(p)
                     if C.P_SUBSCRIPTION_ID in p.properties:
@@ -264,14 +264,16 @@ class MqttConnection:
                 batch = []
                 q2 = set()
             # the acknowledgements of outgoing QoS 1/2 (the common packets after PUBLISH) inline
-            if t == PUBACK:
-                if s.on_puback(p.packet_id) and s.queue:
-                    self.send_packets(s.pump(self.manager.now()))
-                continue
-            if t == PUBCOMP:
-                if s.on_pubcomp(p.packet_id) and s.queue:
-                    self.send_packets(s.pump(self.manager.now()))
-                continue
+            if cls is Ack:
+                kind = p.kind
+                if kind == PUBACK:
+                    if s.on_puback(p.packet_id) and s.queue:
+                        self.send_packets(s.pump(self.manager.now()))
+                    continue
+                if kind == PUBCOMP:
+                    if s.on_pubcomp(p.packet_id) and s.queue:
+                        self.send_packets(s.pump(self.manager.now()))
+                    continue
             await self._other(p, s)
             if self.graceful or self._closing:
                 return

@@ -169,13 +169,14 @@ class Session:
     # -- outgoing ------------------------------------------------------------------------------
     def _alloc_pid(self) -> int:
         pid = self.next_pid
-        for _ in range(65535):
-            if pid not in self.inflight:
-                break
-            pid = pid % 65535 + 1
-        else:  # pragma: no cover - window is far below 65535
-            raise SessionError(0x93, "no free packet identifier")
-        self.next_pid = pid % 65535 + 1
+        if pid in self.inflight:
+            for _ in range(65535):
+                if pid not in self.inflight:
+                    break
+                pid = pid % 65535 + 1
+            else:  # pragma: no cover - window is far below 65535
+                raise SessionError(0x93, "no free packet identifier")
+        self.next_pid = pid + 1 if pid < 65535 else 1
         return pid
 
     def enqueue(self, delivery: Delivery, qos: int, retain: bool, sub_ids: tuple[int, ...] = (), *,
