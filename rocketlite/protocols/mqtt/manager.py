@@ -33,7 +33,7 @@ from rocketlite.core.message import PROP_MQTT_QOS, PROP_MQTT_TOPIC, Message
 from rocketlite.metrics import METRICS
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.mapping import (
-    _SYSTEM_PREFIXES as _EXCLUDED_PREFIXES,
+    EXCLUDED_PREFIXES,
     PROP_MQTT_EXPIRY,
     PROP_MQTT_RETAIN,
     delivery_from_message,
@@ -576,7 +576,7 @@ class MqttManager:
                     j += 1
                 run = msgs if j - i == n else msgs[i:j]
                 i = j
-                if mt.startswith(_EXCLUDED_PREFIXES) or mt == "DefaultCluster":
+                if mt.startswith(EXCLUDED_PREFIXES) or mt == "DefaultCluster":
                     continue
                 topic = mqtt_topic or mt
                 plan = plans.get(topic, _UNKNOWN)

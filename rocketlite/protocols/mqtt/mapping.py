@@ -18,12 +18,12 @@ from typing import Any
 from rocketlite.core.message import PROP_MQTT_QOS, PROP_MQTT_TOPIC, Message
 from rocketlite.protocols.mqtt.codec import (
     P_CONTENT_TYPE,
-    Publish,
     P_CORRELATION_DATA,
     P_MESSAGE_EXPIRY,
     P_PAYLOAD_FORMAT,
     P_RESPONSE_TOPIC,
     P_USER_PROPERTY,
+    Publish,
 )
 from rocketlite.protocols.mqtt.session import Delivery
 
@@ -45,6 +45,7 @@ _MQTT_PROPS = {
 _SYSTEM_PROP = re.compile(r"^([A-Z0-9_]+|__.*)$")
 _BAD_CHARS = re.compile(r"[^a-zA-Z0-9_\-.:|$]")
 _SYSTEM_PREFIXES = ("rmq_sys_", "RMQ_SYS_", "SCHEDULE_TOPIC", "TBW102", "%")
+EXCLUDED_PREFIXES = _SYSTEM_PREFIXES  # RocketMQ topics starting so never reach MQTT (is_excluded_topic)
 
 _topic_cache: dict[str, str] = {}
 _QOS_STR = ("0", "1", "2")
