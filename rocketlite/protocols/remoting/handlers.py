@@ -109,17 +109,9 @@ class Ext:
 
     def int(self, name: str, alias: str | None = None, default: int | None = None) -> int:
         v = self.opt(name, alias)
-        if v is None:
-            if default is None:
-                raise MissingField(f"the custom field <{name}> is null")
-            return default
-        try:
-            return int(v)
-        except ValueError:
-            try:
-                return int(float(v))
-            except ValueError:
-                raise BadRequest(f"the custom field <{name}> is not a number: {v!r}") from None
+        if v is None and default is None:
+            raise MissingField(f"the custom field <{name}> is null")
+        return _ext_int(v, name, default or 0)
 
     def bool(self, name: str, alias: str | None = None, default: bool = False) -> bool:
         return ext_bool(self.opt(name, alias), default)
