@@ -203,7 +203,8 @@ def _bench_appends(opts: argparse.Namespace, root: str) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     cases = [(kind, size, w) for kind in opts.stores for size in opts.sizes for w in opts.writers]
     if opts.broker:
-        cases += [("broker/" + kind, size, w) for kind in opts.stores for size in opts.sizes[:1] for w in (64,)]
+        cases += [("broker/" + kind, size, w) for kind in opts.stores if kind != "floor"  # floor: no store
+                  for size in opts.sizes[:1] for w in (64,)]
 
     async def one(kind: str, size: int, writers: int, n: int) -> dict[str, Any]:
         via_broker = kind.startswith("broker/")
