@@ -107,6 +107,10 @@ class Message:
         return self.properties.get(PROP_MESSAGE_GROUP, "")
 
     def copy(self, **changes: object) -> "Message":
+        if not changes:  # the common case (memory store): positional, ~3x cheaper than replace()
+            return Message(self.topic, self.body, self.queue_id, self.tags, self.keys, dict(self.properties),
+                           self.flag, self.sys_flag, self.born_timestamp, self.born_host, self.store_timestamp,
+                           self.reconsume_times, self.queue_offset, self.commit_offset)
         new = dataclasses.replace(self, **changes)  # type: ignore[arg-type]
         if "properties" not in changes:
             new.properties = dict(self.properties)
