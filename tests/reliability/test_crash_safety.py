@@ -25,6 +25,7 @@ def test_sigkill_rounds_remoting_and_mqtt_qos1(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 20 kill/restart rounds under load: minutes, not the default 120 s
 @pytest.mark.parametrize("flush", ["sync", "async"])
 def test_sigkill_20_rounds_all_protocols(tmp_path, flush):
     if not grpc_available():
