@@ -12,6 +12,7 @@ import trio
 
 from rocketlite.config import Settings
 from rocketlite.core.broker import Broker, BrokerSettings
+from rocketlite.core.timers import parse_delay_levels
 from rocketlite.frontends import FRONTENDS, FrontEndContext, load_frontend
 from rocketlite.metrics import METRICS
 from rocketlite.runtime import TrioRuntime
@@ -39,7 +40,9 @@ def broker_settings(settings: Settings) -> BrokerSettings:
         kwargs[key] = value
     kwargs["retention_age_ms"] = int(hours * 3600_000) if hours > 0 else None
     kwargs["retention_bytes"] = int(max_mb * 1024 * 1024) if max_mb > 0 else None
-    return BrokerSettings(**kwargs)
+    out = BrokerSettings(**kwargs)
+    parse_delay_levels(out.message_delay_level)  # a ValueError names the bad level (the CLI reports it)
+    return out
 
 
 def report_commit(batches: int, seconds: float) -> None:

@@ -85,10 +85,15 @@ def settings_from_args(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
-    from rocketlite.app import App
+    from rocketlite.app import App, broker_settings
 
     t0 = time.monotonic()
     settings = settings_from_args(args)
+    try:
+        broker_settings(settings)  # values checked before anything starts
+    except (ValueError, TypeError) as exc:
+        sys.stderr.write(f"rocketlite: error: [broker] {exc}\n")
+        return 2
     setup_logging(str(settings.get("server", "log_level")), str(settings.get("server", "log_format")))
     log = logging.getLogger("rocketlite")
 

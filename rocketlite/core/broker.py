@@ -49,7 +49,15 @@ from rocketlite.core import retry as _retry
 from rocketlite.core.locks import QueueLocks
 from rocketlite.core.offset_reset import OffsetResets
 from rocketlite.core.pop import Pops
-from rocketlite.core.timers import PROP_DELAY_MS, PROP_DELAY_SEC, TIMER_TOPIC, Timers, deliver_time
+from rocketlite.core.timers import (
+    DEFAULT_DELAY_LEVELS,
+    PROP_DELAY_MS,
+    PROP_DELAY_SEC,
+    TIMER_TOPIC,
+    Timers,
+    deliver_time,
+    parse_delay_levels,
+)
 from rocketlite.core.transactions import HALF_TOPIC, TransactionChecker, Transactions, is_prepared
 
 TOPIC_NAME_RE = re.compile(r"^[%|a-zA-Z0-9_\-./:\$]{1,255}$")
@@ -75,6 +83,8 @@ class BrokerSettings:
     max_reconsume_times: int = 16
     # Timers: reject deliver times further than this ahead (None: no limit).
     timer_max_delay_ms: int | None = None
+    # RocketMQ's messageDelayLevel: delay levels 1..N (message DELAY property and consumer retries).
+    message_delay_level: str = DEFAULT_DELAY_LEVELS
     # Transactions (RocketMQ transactionTimeOut / transactionCheckInterval / transactionCheckMax).
     transaction_timeout_ms: int = 6_000
     transaction_check_interval_ms: int = 30_000
@@ -181,6 +191,7 @@ class Broker:
         self.store = store
         self.runtime = runtime
         self.settings = settings or BrokerSettings()
+        self.delay_levels_ms = parse_delay_levels(self.settings.message_delay_level)  # ValueError if malformed
         self.topics: dict[str, TopicConfig] = {}
         self.groups: dict[str, GroupConfig] = {}
         self.clients: dict[str, dict[str, ClientInfo]] = {}  # group -> client id -> info
@@ -392,7 +403,7 @@ class Broker:
             if deliver_at is not None:
                 at: int | None = deliver_at
             elif route and not _DELAY_PROPS.isdisjoint(props):
-                at = deliver_time(msg, now)
+                at = deliver_time(msg, now, self.delay_levels_ms)
             else:
                 at = None
             if route and ((msg.sys_flag & SYSFLAG_TRANSACTION_MASK) == SYSFLAG_TRANSACTION_PREPARED

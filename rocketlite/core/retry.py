@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from rocketlite.core.errors import NotFound
 from rocketlite.core.message import PROP_ORIGIN_MSG_ID, PROP_RETRY_TOPIC, Message, SendResult
-from rocketlite.core.timers import MAX_DELAY_LEVEL, delay_level_ms
+from rocketlite.core.timers import delay_level_ms
 
 if TYPE_CHECKING:  # pragma: no cover
     from rocketlite.core.broker import Broker
@@ -100,7 +100,8 @@ async def send_back(
     name = retry_topic(group)
     await broker.get_or_create_topic(name, queues=gc.retry_queues or 1)
     level = delay_level if delay_level > 0 else 3 + current
-    level = min(level, MAX_DELAY_LEVEL)
+    level = min(level, len(broker.delay_levels_ms))
     new.topic = name
-    (res,) = await broker._store_batch([new], route=False, deliver_at=broker.now_ms() + delay_level_ms(level))
+    at = broker.now_ms() + delay_level_ms(level, broker.delay_levels_ms)
+    (res,) = await broker._store_batch([new], route=False, deliver_at=at)
     return res

@@ -62,14 +62,33 @@ DELAY_LEVELS_MS: tuple[int, ...] = tuple(
     for s in (1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200)
 )
 MAX_DELAY_LEVEL = len(DELAY_LEVELS_MS)
+DEFAULT_DELAY_LEVELS = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h"
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def parse_delay_levels(spec: str) -> tuple[int, ...]:
+    """RocketMQ's ``messageDelayLevel`` ("1s 5s 10s ... 2h": numbers with ms/s/m/h/d) in milliseconds."""
+    out = []
+    for part in spec.split():
+        num = part.rstrip("abcdefghijklmnopqrstuvwxyz")
+        unit = part[len(num):]
+        if unit not in _UNIT_MS or not num:
+            raise ValueError(f"bad delay level {part!r} in {spec!r}: a number with ms, s, m, h or d")
+        ms = int(float(num) * _UNIT_MS[unit])
+        if ms <= 0:
+            raise ValueError(f"delay level {part!r} must be positive")
+        out.append(ms)
+    if not out:
+        raise ValueError("message_delay_level names no level")
+    return tuple(out)
 
 _DELAY_PROPS = (PROP_DELAY_LEVEL, PROP_DELAY_SEC, PROP_DELAY_MS)
 
 
-def delay_level_ms(level: int) -> int:
-    """Milliseconds of a RocketMQ delay level (clamped to 1..18)."""
-    level = max(1, min(MAX_DELAY_LEVEL, int(level)))
-    return DELAY_LEVELS_MS[level - 1]
+def delay_level_ms(level: int, levels: tuple[int, ...] = DELAY_LEVELS_MS) -> int:
+    """Milliseconds of a RocketMQ delay level (clamped to 1..len(levels), 18 by default)."""
+    level = max(1, min(len(levels), int(level)))
+    return levels[level - 1]
 
 
 def _int(v: str | None) -> int | None:
@@ -81,7 +100,7 @@ def _int(v: str | None) -> int | None:
         return None
 
 
-def deliver_time(msg: Message, now_ms: int) -> int | None:
+def deliver_time(msg: Message, now_ms: int, levels: tuple[int, ...] = DELAY_LEVELS_MS) -> int | None:
     """When a message asks to be delivered (epoch ms), or None for "now"."""
     p = msg.properties
     at = _int(p.get(PROP_DELIVER_TIME_MS))
@@ -95,7 +114,7 @@ def deliver_time(msg: Message, now_ms: int) -> int | None:
     if at is None:
         level = _int(p.get(PROP_DELAY_LEVEL))
         if level is not None and level > 0:
-            at = now_ms + delay_level_ms(level)
+            at = now_ms + delay_level_ms(level, levels)
     if at is None or at <= now_ms:
         return None
     return at

@@ -549,3 +549,42 @@ async def test_release_client(autojump_clock: trio.testing.MockClock) -> None:
         await trio.sleep(1.1)
         again = await b.pop("G", "T", 5, 10_000, client_id="c3")
         assert [(m.body, m.reconsume_times) for m, _ in again] == [(got[0][0].body, 1)]
+
+
+def test_message_delay_level_is_configurable_like_rocketmqs() -> None:
+    from rocketlite.core.timers import DEFAULT_DELAY_LEVELS, parse_delay_levels
+
+    assert parse_delay_levels(DEFAULT_DELAY_LEVELS) == DELAY_LEVELS_MS
+    assert parse_delay_levels("500ms 1s 2m 1h 1d") == (500, 1000, 120_000, 3_600_000, 86_400_000)
+    for bad in ("", "5x", "s", "0s", "-1s"):
+        with pytest.raises(ValueError):
+            parse_delay_levels(bad)
+    assert delay_level_ms(3, (100, 200)) == 200  # clamped to the last level
+
+
+async def test_configured_delay_levels_drive_delay_and_retry(autojump_clock: object) -> None:
+    from rocketlite.core.broker import Broker, BrokerSettings
+    from rocketlite.core.message import PROP_DELAY_LEVEL, Message
+    from rocketlite.core.retry import send_back
+    from rocketlite.runtime import TrioRuntime
+    from rocketlite.storage.memory import MemoryStore
+
+    with pytest.raises(ValueError):
+        Broker(MemoryStore(), TrioRuntime(), BrokerSettings(message_delay_level="1s nonsense"))
+    async with trio.open_nursery() as nursery:
+        b = Broker(MemoryStore(), TrioRuntime(nursery), BrokerSettings(message_delay_level="100ms 200ms 300ms"))
+        await b.start()
+        for svc in b.services:
+            nursery.start_soon(svc)
+        t0 = b.now_ms()
+        await b.send([Message("T", b"d", queue_id=0, properties={PROP_DELAY_LEVEL: "2"})])
+        while not (await b.pull("T", 0, 0)).messages:
+            await trio.sleep(0.01)
+        assert 200 <= b.now_ms() - t0 < 300
+        msg = (await b.pull("T", 0, 0)).messages[0]
+        t1 = b.now_ms()
+        await send_back(b, "G", msg, delay_level=0)  # the first retry: level 3 (here the last, 300 ms)
+        while not (await b.pull("%RETRY%G", 0, 0)).messages:
+            await trio.sleep(0.01)
+        assert 300 <= b.now_ms() - t1 < 400
+        nursery.cancel_scope.cancel()

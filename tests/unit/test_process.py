@@ -26,3 +26,13 @@ def test_ready_line_names_bound_listeners_and_sigterm_exits_zero(tmp_path: Path)
 def test_sigint_exits_zero_ephemeral() -> None:
     srv = RocketliteProcess(ephemeral=True).start()
     assert srv.stop(signal.SIGINT) == 0
+
+
+def test_a_bad_broker_setting_is_a_clear_error_before_anything_starts() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "rocketlite", "serve", "--ephemeral", "--set",
+                        "broker.message_delay_level=1s bogus"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "READY" not in r.stdout
+    assert "bad delay level 'bogus'" in r.stderr and "Traceback" not in r.stderr

@@ -462,7 +462,7 @@ class RemotingService:
             "brokerIP1": self.adv.host, "listenPort": self.adv.port,
             "autoCreateTopicEnable": s.auto_create_topics, "autoCreateSubscriptionGroup": s.auto_create_groups,
             "defaultTopicQueueNums": s.default_queue_count, "maxMessageSize": s.max_message_size,
-            "brokerRole": "ASYNC_MASTER", "messageDelayLevel": "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
+            "brokerRole": "ASYNC_MASTER", "messageDelayLevel": self.broker.settings.message_delay_level,
         }
 
     async def get_broker_config(self, session: Session, cmd: RemotingCommand) -> RemotingCommand:
