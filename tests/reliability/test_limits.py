@@ -23,6 +23,8 @@ from rocketlite.protocols.remoting.client import RemotingClient
 from rocketlite.storage.base import WriteBatch
 from rocketlite.core.message import Message
 from rocketlite.storage.lmdb_store import LmdbStore
+from tests.reliability.hostile import _mqtt_frame as _frame
+from tests.reliability.hostile import _mqtt_str
 from tests.support.server import RocketliteProcess
 
 SVC = "/apache.rocketmq.v2.MessagingService/"
@@ -127,20 +129,6 @@ def test_maximum_message_size_per_protocol(tmp_path):
         finally:
             c2.disconnect()
             c2.loop_stop()
-
-
-def _mqtt_str(s: str) -> bytes:
-    return struct.pack(">H", len(s)) + s.encode()
-
-
-def _frame(first: int, body: bytes) -> bytes:
-    n, out = len(body), bytearray()
-    while True:
-        d, n = n % 128, n // 128
-        out.append(d | (0x80 if n else 0))
-        if not n:
-            break
-    return bytes((first,)) + bytes(out) + body
 
 
 def raw_mqtt(srv: RocketliteProcess, cid: str) -> socket.socket:
