@@ -67,13 +67,9 @@ def test_remoting_over_tls_and_plaintext_on_one_port(tls_server):
     assert trio.run(send, False) == 0
 
 
-@pytest.mark.parametrize("port_kind", ["main", "tls_port"])
-def test_mqtt_over_tls_with_paho(tls_server, port_kind):
-    host, port = tls_server.addr("mqtt")
-    if port_kind == "tls_port":
-        port = tls_server.mqtts_port
+def paho_tls_round_trip(c, tls_server, host, port, topic, payload):
+    """Subscribe and publish at QoS 1 over TLS with paho client ``c``; the message comes back."""
     got, ev = [], threading.Event()
-    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"tls-{port_kind}")
     c.tls_set_context(client_ctx(tls_server))
     c.tls_insecure_set(True)
     c.on_message = lambda cl, u, m: (got.append(m.payload), ev.set())
@@ -82,13 +78,22 @@ def test_mqtt_over_tls_with_paho(tls_server, port_kind):
     c.connect(host, port, keepalive=30)
     c.loop_start()
     try:
-        c.subscribe("tls/t", qos=1)
+        c.subscribe(topic, qos=1)
         assert subscribed.wait(10)
-        c.publish("tls/t", b"secret", qos=1).wait_for_publish(10)
-        assert ev.wait(10) and got == [b"secret"]
+        c.publish(topic, payload, qos=1).wait_for_publish(10)
+        assert ev.wait(10) and got == [payload]
     finally:
         c.disconnect()
         c.loop_stop()
+
+
+@pytest.mark.parametrize("port_kind", ["main", "tls_port"])
+def test_mqtt_over_tls_with_paho(tls_server, port_kind):
+    host, port = tls_server.addr("mqtt")
+    if port_kind == "tls_port":
+        port = tls_server.mqtts_port
+    c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"tls-{port_kind}")
+    paho_tls_round_trip(c, tls_server, host, port, "tls/t", b"secret")
 
 
 def test_https_and_wss(tls_server):
@@ -98,24 +103,9 @@ def test_https_and_wss(tls_server):
             s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert s.recv(100).startswith(b"HTTP/1.1 200")
     # MQTT over WSS with paho's websocket transport
-    got, ev = [], threading.Event()
     c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="wss-1", transport="websockets")
     c.ws_set_options(path="/mqtt")
-    c.tls_set_context(client_ctx(tls_server))
-    c.tls_insecure_set(True)
-    c.on_message = lambda cl, u, m: (got.append(m.payload), ev.set())
-    subscribed = threading.Event()
-    c.on_subscribe = lambda *a: subscribed.set()
-    c.connect(host, port, keepalive=30)
-    c.loop_start()
-    try:
-        c.subscribe("wss/t", qos=1)
-        assert subscribed.wait(10)
-        c.publish("wss/t", b"via-wss", qos=1).wait_for_publish(10)
-        assert ev.wait(10) and got == [b"via-wss"]
-    finally:
-        c.disconnect()
-        c.loop_stop()
+    paho_tls_round_trip(c, tls_server, host, port, "wss/t", b"via-wss")
 
 
 def test_plain_http_is_refused_on_the_https_port(tls_server):
