@@ -45,6 +45,7 @@ from rocketlite.bridge.upstream import (
     Route,
     UpstreamRejected,
     UpstreamUnavailable,
+    client_ssl_context,
 )
 from rocketlite.core.message import (
     PROP_KEYS,
@@ -330,14 +331,7 @@ class GrpcUpstream:
         self._ready = trio.Event()
         self.fifo = False               # the upstream group delivers in order (settings reply)
         self.settings_reply: pb.Settings | None = None
-        self._ssl: ssl.SSLContext | None = None
-        if cfg.tls:
-            ctx = ssl.create_default_context(cafile=cfg.tls_ca_file or None)
-            if not cfg.tls_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            ctx.set_alpn_protocols(["h2"])
-            self._ssl = ctx
+        self._ssl = client_ssl_context(cfg, alpn=["h2"])
         self._ids = itertools.count()
 
     @property

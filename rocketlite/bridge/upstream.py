@@ -64,6 +64,19 @@ class Route:
     fetched_at: float = 0.0
 
 
+def client_ssl_context(cfg: BridgeConfig, alpn: list[str] | None = None) -> ssl.SSLContext | None:
+    """The TLS context for a bridge's upstream connections (None without ``tls``)."""
+    if not cfg.tls:
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.tls_ca_file or None)
+    if not cfg.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    return ctx
+
+
 class Upstream:
     """Connections to one upstream cluster, for one bridge."""
 
@@ -76,13 +89,7 @@ class Upstream:
         self._ns_index = 0
         self.up = False
         self.last_error = ""
-        self._ssl: ssl.SSLContext | None = None
-        if cfg.tls:
-            ctx = ssl.create_default_context(cafile=cfg.tls_ca_file or None)
-            if not cfg.tls_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            self._ssl = ctx
+        self._ssl = client_ssl_context(cfg)
 
     # -- connections ---------------------------------------------------------------------------
     async def _client(self, addr: str) -> RemotingClient:
