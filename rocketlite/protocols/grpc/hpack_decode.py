@@ -75,29 +75,23 @@ class HpackDecoder:
                 if idx == 0:
                     raise HpackError("index 0")
                 field = self._get(idx)
-            elif b & 0x40:  # literal with incremental indexing
-                idx, i = _int(data, i, 6, n)
-                if idx:
-                    name = self._get(idx)[0]
-                else:
-                    name, i = _str(data, i, n)
-                value, i = _str(data, i, n)
-                field = (name, value)
-                self._add(name, value)
-            elif b & 0x20:  # dynamic table size update: only at the start of a block
+            elif b & 0x60 == 0x20:  # dynamic table size update: only at the start of a block
                 if seen_field:
                     raise HpackError("table size update after a header field")
                 size, i = _int(data, i, 5, n)
                 self._resize(size)
                 continue
-            else:  # literal without indexing (0000) or never indexed (0001)
-                idx, i = _int(data, i, 4, n)
+            else:  # literal with incremental indexing (01), without indexing (0000) or never indexed (0001)
+                indexing = bool(b & 0x40)
+                idx, i = _int(data, i, 6 if indexing else 4, n)
                 if idx:
                     name = self._get(idx)[0]
                 else:
                     name, i = _str(data, i, n)
                 value, i = _str(data, i, n)
                 field = (name, value)
+                if indexing:
+                    self._add(name, value)
             seen_field = True
             total += len(field[0]) + len(field[1]) + 32
             if total > limit:
