@@ -255,41 +255,21 @@ class Rocketlite(Broker):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-class Mosquitto(Broker):
-    name = "mosquitto"
+class ConfiguredPeer(Broker):
+    """A peer broker started as ``exe -c <config file>`` on a free port, stopped by its PID."""
+
+    suffix = ""
 
     def __init__(self, exe: str) -> None:
         self.exe = exe
 
-    def __enter__(self) -> int:
-        port = free_port()
-        self.conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
-        self.conf.write(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
-        self.conf.close()
-        self.proc = subprocess.Popen([self.exe, "-c", self.conf.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pid = self.proc.pid
-        wait_port(port)
-        return port
-
-    def __exit__(self, *exc: Any) -> None:
-        self.proc.terminate()
-        self.proc.wait()
-        os.unlink(self.conf.name)
-
-
-class Amqtt(Broker):
-    name = "amqtt"
-
-    def __init__(self, exe: str) -> None:
-        self.exe = exe
+    def config(self, port: int) -> str:
+        raise NotImplementedError
 
     def __enter__(self) -> int:
         port = free_port()
-        self.conf = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
-        self.conf.write(
-            "---\nlisteners:\n  default:\n    type: tcp\n"
-            f"    bind: 127.0.0.1:{port}\n"
-            "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
+        self.conf = tempfile.NamedTemporaryFile("w", suffix=self.suffix, delete=False)
+        self.conf.write(self.config(port))
         self.conf.close()
         self.proc = subprocess.Popen([self.exe, "-c", self.conf.name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.pid = self.proc.pid
@@ -304,6 +284,24 @@ class Amqtt(Broker):
             self.proc.kill()
             self.proc.wait()
         os.unlink(self.conf.name)
+
+
+class Mosquitto(ConfiguredPeer):
+    name = "mosquitto"
+    suffix = ".conf"
+
+    def config(self, port: int) -> str:
+        return f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+
+
+class Amqtt(ConfiguredPeer):
+    name = "amqtt"
+    suffix = ".yaml"
+
+    def config(self, port: int) -> str:
+        return ("---\nlisteners:\n  default:\n    type: tcp\n"
+                f"    bind: 127.0.0.1:{port}\n"
+                "plugins:\n  amqtt.plugins.authentication.AnonymousAuthPlugin:\n    allow_anonymous: true\n")
 
 
 def main() -> None:
