@@ -136,9 +136,12 @@ def message_fields(m: Message) -> dict[str, object]:
     }
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class SendResult:
-    """What a send returns to the protocol: where the message landed."""
+    """What a send returns to the protocol: where the message landed.
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__`` (about
+    2.2 us per construction here against 0.3 us), and one is made per message sent."""
 
     topic: str
     queue_id: int
