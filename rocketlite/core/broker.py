@@ -34,6 +34,7 @@ from rocketlite.core.filters import MATCH_ALL, Filter, Subscription
 from rocketlite.core.message import (
     PROP_DELAY_LEVEL,
     PROP_DELIVER_TIME_MS,
+    PROP_MESSAGE_GROUP,
     PROP_TRANSACTION_PREPARED,
     PROP_UNIQ_KEY,
     SYSFLAG_TRANSACTION_MASK,
@@ -347,15 +348,17 @@ class Broker:
         self._rr[tc.name] = i + 1
         return i % n
 
-    def send(self, msgs: list[Message]) -> Coroutine[Any, Any, list[SendResult]]:
+    def send(self, msgs: list[Message], *, results: bool = True) -> Coroutine[Any, Any, list[SendResult]]:
         """Store messages (all or none), assigning queues, ids and timestamps (``await`` it).
 
         Delay properties route a message through the timer topic, a prepared transaction flag
         makes it a half message (see timers.py, transactions.py); everything in one batch.
+        ``results=False`` (a caller that acknowledges by other means, e.g. MQTT) returns ``[]``
+        instead of one SendResult per message.
         (A plain function handing back :meth:`_store_batch`'s coroutine: one coroutine less per
         send than an ``async def`` wrapper.)
         """
-        return self._store_batch(msgs)
+        return self._store_batch(msgs, results=results)
 
     async def _store_batch(
         self,
@@ -364,6 +367,7 @@ class Broker:
         *,
         route: bool = True,
         deliver_at: int | None = None,
+        results: bool = True,
     ) -> list[SendResult]:
         """The one write path for new messages: validate, route (half/timer/normal), commit.
 
@@ -375,71 +379,101 @@ class Broker:
         now = self.now_ms()
         batch = batch or WriteBatch()
         first = len(batch.messages)
+        stored_append = batch.messages.append
         originals: list[Message] = []
         after: list[Callable[[], None]] = []
         meta: list[tuple[str, str]] | None = None  # (transaction id, recall handle) when any is set
         max_size = self.settings.max_message_size
         topics = self.topics
-        for msg in msgs:
-            if len(msg.body) > max_size:
-                raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {max_size}")
-            tc = topics.get(msg.topic)  # known topics were validated when created
-            if tc is None:
-                self.validate_topic_name(msg.topic)
-                tc = await self.get_or_create_topic(msg.topic, queues=1 if msg.topic.startswith("%") else None)
-            if not tc.perm & 2:
-                raise BadRequest(f"topic {msg.topic} is not writable")
-            msg.queue_id = self.select_queue(tc, msg)
-            if not msg.born_timestamp:
-                msg.born_timestamp = now
-            msg.store_timestamp = now
-            props = msg.properties
-            if not props.get(PROP_UNIQ_KEY):
-                props[PROP_UNIQ_KEY] = new_unique_id(now)
-            stored = msg
-            txn_id = ""
-            recall = ""
-            # the common message carries none of the routing properties: skip their parsing
-            if deliver_at is not None:
-                at: int | None = deliver_at
-            elif route and not _DELAY_PROPS.isdisjoint(props):
-                at = deliver_time(msg, now, self.delay_levels_ms)
-            else:
-                at = None
-            if route and ((msg.sys_flag & SYSFLAG_TRANSACTION_MASK) == SYSFLAG_TRANSACTION_PREPARED
-                          or PROP_TRANSACTION_PREPARED in props) and is_prepared(msg):
-                stored, puts, half = self.transactions.prepare(msg)
-                batch.puts.extend(puts)
-                txn_id = half.txn_id
-                after.append(lambda h=half, m=stored: self.transactions.committed(h, m))
-            elif at is not None and at > now:
-                limit = self.settings.timer_max_delay_ms
-                if limit is not None and at - now > limit:
-                    raise BadRequest(f"deliver time is more than {limit} ms ahead")
-                stored, puts, entry = self.timers.prepare(msg, at)
-                batch.puts.extend(puts)
-                recall = entry.tid
-                after.append(lambda e=entry, m=stored: self.timers.committed(e, m))
-            if (txn_id or recall) and meta is None:
-                meta = [("", "")] * len(originals)
-            originals.append(msg)
-            batch.messages.append(stored)
-            if meta is not None:
-                meta.append((txn_id, recall))
+        rr = self._rr
+        delay_props = _DELAY_PROPS
+        # per run of messages to the same topic (a batch usually has one): its config, queue
+        # count and round-robin position, looked up once
+        last_topic: str | None = None
+        nq = rr_i = 0
+        try:
+            for msg in msgs:
+                if len(msg.body) > max_size:
+                    raise MessageTooLarge(f"message body of {len(msg.body)} bytes exceeds {max_size}")
+                topic = msg.topic
+                if topic != last_topic:
+                    if last_topic is not None:
+                        rr[last_topic] = rr_i
+                    tc = topics.get(topic)  # known topics were validated when created
+                    if tc is None:
+                        self.validate_topic_name(topic)
+                        tc = await self.get_or_create_topic(topic, queues=1 if topic.startswith("%") else None)
+                    if not tc.perm & 2:
+                        raise BadRequest(f"topic {topic} is not writable")
+                    last_topic = topic
+                    nq = max(1, tc.write_queues)
+                    rr_i = rr.get(topic, 0)
+                props = msg.properties
+                # select_queue, inline: an explicit queue, else the message group's, else round robin
+                qid = msg.queue_id
+                if not 0 <= qid < nq:
+                    group = props.get(PROP_MESSAGE_GROUP) if props else None
+                    if group:
+                        qid = zlib.crc32(group.encode()) % nq
+                    else:
+                        qid = rr_i % nq
+                        rr_i += 1
+                    msg.queue_id = qid
+                if not msg.born_timestamp:
+                    msg.born_timestamp = now
+                msg.store_timestamp = now
+                if not props.get(PROP_UNIQ_KEY):
+                    props[PROP_UNIQ_KEY] = new_unique_id(now)
+                # the common message carries none of the routing properties: skip their parsing
+                if deliver_at is not None:
+                    at: int | None = deliver_at
+                elif route and not delay_props.isdisjoint(props):
+                    at = deliver_time(msg, now, self.delay_levels_ms)
+                else:
+                    at = None
+                if route and ((msg.sys_flag & SYSFLAG_TRANSACTION_MASK) == SYSFLAG_TRANSACTION_PREPARED
+                              or PROP_TRANSACTION_PREPARED in props) and is_prepared(msg):
+                    stored, puts, half = self.transactions.prepare(msg)
+                    batch.puts.extend(puts)
+                    after.append(lambda h=half, m=stored: self.transactions.committed(h, m))
+                    if meta is None:
+                        meta = [("", "")] * len(originals)
+                    meta.append((half.txn_id, ""))
+                elif at is not None and at > now:
+                    limit = self.settings.timer_max_delay_ms
+                    if limit is not None and at - now > limit:
+                        raise BadRequest(f"deliver time is more than {limit} ms ahead")
+                    stored, puts, entry = self.timers.prepare(msg, at)
+                    batch.puts.extend(puts)
+                    after.append(lambda e=entry, m=stored: self.timers.committed(e, m))
+                    if meta is None:
+                        meta = [("", "")] * len(originals)
+                    meta.append(("", entry.tid))
+                else:
+                    stored = msg
+                    if meta is not None:
+                        meta.append(("", ""))
+                originals.append(msg)
+                stored_append(stored)
+        finally:
+            if last_topic is not None:
+                rr[last_topic] = rr_i
         await self.store.write(batch)  # self.write, inline (one coroutine less per send)
         stored_msgs = batch.messages
         self._after_write(stored_msgs)
         for fn in after:
             fn()
-        results = []
+        if not results:
+            return []
+        out = []
         for i, orig in enumerate(originals):
             stored = stored_msgs[first + i]
             txn_id, recall = meta[i] if meta is not None else ("", "")
             # positional (topic, queue_id, queue_offset, commit_offset, unique_id, transaction_id,
-            # recall_handle): keyword construction of a frozen dataclass costs ~40 % more per send
-            results.append(SendResult(orig.topic, orig.queue_id, stored.queue_offset, stored.commit_offset,
-                                      orig.properties.get(PROP_UNIQ_KEY, ""), txn_id, recall))
-        return results
+            # recall_handle)
+            out.append(SendResult(orig.topic, orig.queue_id, stored.queue_offset, stored.commit_offset,
+                                  orig.properties.get(PROP_UNIQ_KEY, ""), txn_id, recall))
+        return out
 
     async def write(self, batch: WriteBatch) -> None:
         """Commit a batch through the store, then wake pullers and tell listeners."""

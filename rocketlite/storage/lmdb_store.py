@@ -62,7 +62,7 @@ import trio
 from rocketlite.core.errors import StorageFull
 from rocketlite.core.message import PROP_UNIQ_KEY, Message, tag_hash
 from rocketlite.storage.base import AppendResult, IndexEntry, WriteBatch
-from rocketlite.storage.records import decode_entry, decode_message, encode_message, encode_value
+from rocketlite.storage.records import decode_entry, decode_message, encode_message, encode_messages, encode_value
 
 log = logging.getLogger("rocketlite.storage")
 
@@ -114,6 +114,31 @@ class _Op:
 
 _NO_TABLES: list[tuple[bytes, bytes | None]] = []  # shared empty values of _Prepared (never mutated)
 _NO_TOPICS: dict[str, int] = {}
+
+
+class _Results(Sequence[AppendResult]):
+    """What :meth:`LmdbStore.write` returns: each message's offsets, read from the messages when
+    asked (the broker has them on the messages already and never asks)."""
+
+    __slots__ = ("_msgs",)
+
+    def __init__(self, msgs: list[Message]) -> None:
+        self._msgs = msgs
+
+    def __len__(self) -> int:
+        return len(self._msgs)
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return [AppendResult(m.commit_offset, m.queue_offset) for m in self._msgs[i]]
+        m = self._msgs[i]
+        return AppendResult(m.commit_offset, m.queue_offset)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == other
+
+    def __repr__(self) -> str:
+        return repr(list(self))
 
 
 class _Prepared:
@@ -497,16 +522,22 @@ class LmdbStore:
         topics = self._p_topics
         qkeys = self._qkeys
         tag_hashes = self._tag_hashes
-        touched: dict[tuple[str, int], tuple[bytes, int]] = {}
+        touched: dict[tuple[str, int], list[Any]] = {}  # -> [qmax key, next queue offset]
         new_topics: dict[str, int] = {}
         log_items: list[tuple[bytes, bytes]] = []
         cq_items: list[tuple[bytes, bytes]] = []
         key_items: list[tuple[bytes, bytes]] = []
         table_ops: list[tuple[bytes, bytes | None]] = []
-        results: list[AppendResult] = []
         added = 0
+        first = nxt
+        cq_keys: list[bytes] = []
+        cq_append = cq_keys.append
+        cq_values: list[bytes] = []
         try:
-            for m in batch.messages:
+            # offsets first (the record holds the queue offset), then the records of the whole
+            # batch (records.encode_messages encodes the strings a batch repeats once), then the
+            # index entries
+            for m in msgs:
                 qk = (m.topic, m.queue_id)
                 t = touched.get(qk)
                 if t is None:
@@ -520,31 +551,35 @@ class LmdbStore:
                                     raise ValueError(f"topic name too long: {m.topic[:40]!r}...")
                                 tid = new_topics[m.topic] = self._p_topic_seq + len(new_topics)
                         prefix = _pack_qk(tid, m.queue_id)
-                    qoff = pq.get(qk, 0)
-                else:
-                    prefix, qoff = t
+                    t = touched[qk] = [prefix, pq.get(qk, 0)]
                 m.commit_offset = nxt
-                m.queue_offset = qoff
-                rec = encode_message(m)
+                m.queue_offset = qoff = t[1]
+                t[1] = qoff + 1
+                cq_append(t[0] + _pack_q(qoff))
+                nxt += 1
+            recs = encode_messages(msgs)
+            last_tags: str | None = None
+            th = 0
+            okeys = [_pack_q(off) for off in range(first, nxt)]
+            log_items = list(zip(okeys, recs))
+            for m, okey in zip(msgs, okeys):
+                if m.tags is not last_tags:
+                    last_tags = m.tags
+                    th = tag_hashes.get(last_tags)  # type: ignore[assignment]
+                    if th is None:
+                        th = tag_hash(last_tags)
+                        if len(tag_hashes) < 4096:
+                            tag_hashes[last_tags] = th
                 size = len(m.body)
-                th = tag_hashes.get(m.tags)
-                if th is None:
-                    th = tag_hash(m.tags)
-                    if len(tag_hashes) < 4096:
-                        tag_hashes[m.tags] = th
-                okey = _pack_q(nxt)
-                log_items.append((okey, rec))
-                cq_items.append((prefix + _pack_q(qoff), _pack_cqv(nxt, th, size, m.store_timestamp)))
+                added += size
                 if m.keys:
                     for key in m.key_list:
                         key_items.append((_index_key(key) + okey, b""))
                 uniq = m.properties.get(PROP_UNIQ_KEY)
                 if uniq:
                     key_items.append((_index_key(uniq) + okey, b""))
-                added += size
-                results.append(AppendResult(nxt, qoff))
-                touched[qk] = (prefix, qoff + 1)
-                nxt += 1
+                cq_values.append(_pack_cqv(m.commit_offset, th, size, m.store_timestamp))
+            cq_items = list(zip(cq_keys, cq_values))
             for table, key, value in batch.puts:
                 k, long_key = _table_key(_table_prefix(table), key)
                 table_ops.append((k, encode_value(value, long_key)))
@@ -554,15 +589,18 @@ class LmdbStore:
             for m in batch.messages:
                 m.commit_offset = m.queue_offset = -1
             raise
+        results = _Results(msgs)
         # accepted: advance the assignment counters
+        queues: dict[tuple[str, int], tuple[bytes, int]] = {}
         for qk, (prefix, nq) in touched.items():
             pq[qk] = nq
             qkeys[qk] = prefix
+            queues[qk] = (prefix, nq)
         if new_topics:
             topics.update(new_topics)
             self._p_topic_seq += len(new_topics)
         self._p_next = nxt
-        op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, touched, new_topics, added, nxt)
+        op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, queues, new_topics, added, nxt)
         op.result = results
 
     def _prepare_one(self, op: _Op, m: Message, qk: tuple[str, int], prefix: bytes) -> None:

@@ -96,6 +96,58 @@ def encode_message(m: Message) -> bytes:
     return b"".join((head, topic, tags, keys, host, props, m.body))
 
 
+def encode_messages(msgs: list[Message]) -> list[bytes]:
+    """``[encode_message(m) for m in msgs]``, with the strings a batch repeats (topic, born host,
+    tags, keys: usually the same object for a whole publisher's batch) encoded once per run."""
+    out: list[bytes] = []
+    append = out.append
+    pack = _pack_v1
+    join = b"".join
+    last_topic = last_host = last_tags = last_keys = None
+    topic = host = tags = keys = b""
+    lt = lh = lg = lk = 0
+    for m in msgs:
+        try:
+            if m.topic is not last_topic:
+                last_topic = m.topic
+                topic = last_topic.encode()
+                lt = len(topic)
+            if m.born_host is not last_host:
+                last_host = m.born_host
+                host = last_host.encode()
+                lh = len(host)
+            if m.tags is not last_tags:
+                last_tags = m.tags
+                tags = last_tags.encode()
+                lg = len(tags)
+            if m.keys is not last_keys:
+                last_keys = m.keys
+                keys = last_keys.encode()
+                lk = len(keys)
+            d = m.properties
+            pf = PROPS_CBOR
+            if d:
+                try:
+                    s = "\x00".join(_chain(d.items()))
+                except (TypeError, AttributeError):  # not a dict of strings
+                    props = _dumps(d)
+                else:
+                    if s.count("\x00") == 2 * len(d) - 1:
+                        props = s.encode()
+                        pf = PROPS_NUL
+                    else:  # a key or value contains NUL itself
+                        props = _dumps(d)
+            else:
+                props = b""
+            append(join((
+                pack(FORMAT_V1, pf, m.queue_id, m.flag, m.sys_flag, m.born_timestamp, m.store_timestamp,
+                     m.queue_offset, m.reconsume_times, lt, lg, lk, lh, len(props)),
+                topic, tags, keys, host, props, m.body)))
+        except (struct.error, OverflowError):
+            append(_encode_v2(m))
+    return out
+
+
 def _encode_v2(m: Message) -> bytes:
     return bytes((FORMAT_V2,)) + _dumps(
         [m.topic, m.queue_id, m.body, m.tags, m.keys, m.properties, m.flag, m.sys_flag,

@@ -477,7 +477,7 @@ class MqttManager:
         """Store publishes (one atomic send), then update retained messages."""
         msgs = messages_from_publishes(pkts, cid, peer)
         self.stats["received"] += len(pkts)
-        await self.broker.send(msgs)
+        await self.broker.send(msgs, results=False)
         # metrics once per run of messages to the same RocketMQ topic (a batch usually has one)
         label = ""
         n = nbytes = 0
