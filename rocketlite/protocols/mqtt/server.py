@@ -80,8 +80,37 @@ class MqttConnection:
         self._wake.set()
 
     def send_packets(self, pkts: list[Any]) -> None:
-        for p in pkts:
-            self.send_packet(p)
+        """``send_packet`` for each (a window refill after acknowledgements): one buffer append,
+        one writer wake-up, and metrics per run of one topic rather than per packet."""
+        if self._closing or not pkts:
+            return
+        v = self.version
+        enc = C.encode_publish
+        parts: list[bytes] = []
+        label_topic = None
+        n = nbytes = sent = 0
+        stats = self.manager.stats
+        for pkt in pkts:
+            if pkt.type != C.PUBLISH:
+                parts.append(C.encode(pkt, v))
+                continue
+            if pkt.qos == 0 and len(self._out) > MAX_OUT_BUFFER:
+                stats["dropped"] += 1
+                continue
+            if pkt.topic != label_topic:
+                if n:
+                    METRICS.messages_out("mqtt", rocketmq_topic(label_topic), n, nbytes)  # type: ignore[arg-type]
+                label_topic = pkt.topic
+                n = nbytes = 0
+            n += 1
+            sent += 1
+            nbytes += len(pkt.payload)
+            parts.append(enc(pkt, v))
+        if n:
+            METRICS.messages_out("mqtt", rocketmq_topic(label_topic), n, nbytes)  # type: ignore[arg-type]
+        stats["sent"] += sent
+        self._out += b"".join(parts)
+        self._wake.set()
 
     def send_encoded(self, items: list[Any]) -> None:
         """Fan-out's packets for this connection: encoded QoS 0 PUBLISH bytes or PUBLISH packets.
@@ -214,6 +243,7 @@ class MqttConnection:
     async def _process(self, pkts: list[Any]) -> None:
         batch: list[C.Publish] = []
         q2: set[int] = set()  # packet ids of the QoS 2 publishes in batch
+        refill = False  # acknowledgements freed room in the outgoing window
         s = self.session
         assert s is not None
         v5 = self.version == 5
@@ -263,20 +293,26 @@ class MqttConnection:
                 await self._store(batch)
                 batch = []
                 q2 = set()
-            # the acknowledgements of outgoing QoS 1/2 (the common packets after PUBLISH) inline
+            # the acknowledgements of outgoing QoS 1/2 (the common packets after PUBLISH) inline;
+            # the window is refilled once per run of them
             if cls is Ack:
                 kind = p.kind
                 if kind == PUBACK:
                     if s.on_puback(p.packet_id) and s.queue:
-                        self.send_packets(s.pump(self.manager.now()))
+                        refill = True
                     continue
                 if kind == PUBCOMP:
                     if s.on_pubcomp(p.packet_id) and s.queue:
-                        self.send_packets(s.pump(self.manager.now()))
+                        refill = True
                     continue
+            if refill:
+                refill = False
+                self.send_packets(s.pump(self.manager.now()))
             await self._other(p, s)
             if self.graceful or self._closing:
                 return
+        if refill:
+            self.send_packets(s.pump(self.manager.now()))
         if batch:
             await self._store(batch)
 
