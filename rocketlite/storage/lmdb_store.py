@@ -144,11 +144,12 @@ class _Results(Sequence[AppendResult]):
 class _Prepared:
     """A batch turned into LMDB items, with the offsets it was given (Trio thread, at enqueue)."""
 
-    __slots__ = ("log", "cq", "keys", "tables", "queues", "topics", "added_bytes", "next")
+    __slots__ = ("log", "cq", "keys", "tables", "queues", "topics", "added_bytes", "next", "tails")
 
     def __init__(self, log: list[tuple[bytes, bytes]], cq: list[tuple[bytes, bytes]], keys: list[tuple[bytes, bytes]],
                  tables: list[tuple[bytes, bytes | None]], queues: dict[tuple[str, int], tuple[bytes, int]],
-                 topics: dict[str, int], added_bytes: int, next_offset: int) -> None:
+                 topics: dict[str, int], added_bytes: int, next_offset: int,
+                 tails: list[tuple[bytes, int, list[bytes]]]) -> None:
         self.log = log
         self.cq = cq
         self.keys = keys
@@ -157,6 +158,7 @@ class _Prepared:
         self.topics = topics  # topics first seen in this batch -> id
         self.added_bytes = added_bytes
         self.next = next_offset  # commit log max after this batch
+        self.tails = tails  # per queue: (qmax key, first queue offset, index values), for the tail cache
 
 
 def _index_key(key: str) -> bytes:
@@ -533,6 +535,8 @@ class LmdbStore:
         cq_keys: list[bytes] = []
         cq_append = cq_keys.append
         cq_values: list[bytes] = []
+        ts: list[list[Any]] = []  # each message's entry of touched
+        ts_append = ts.append
         try:
             # offsets first (the record holds the queue offset), then the records of the whole
             # batch (records.encode_messages encodes the strings a batch repeats once), then the
@@ -551,18 +555,20 @@ class LmdbStore:
                                     raise ValueError(f"topic name too long: {m.topic[:40]!r}...")
                                 tid = new_topics[m.topic] = self._p_topic_seq + len(new_topics)
                         prefix = _pack_qk(tid, m.queue_id)
-                    t = touched[qk] = [prefix, pq.get(qk, 0)]
+                    q0 = pq.get(qk, 0)
+                    t = touched[qk] = [prefix, q0, q0, []]  # key, next offset, first offset, values
                 m.commit_offset = nxt
                 m.queue_offset = qoff = t[1]
                 t[1] = qoff + 1
                 cq_append(t[0] + _pack_q(qoff))
+                ts_append(t)
                 nxt += 1
             recs = encode_messages(msgs)
             last_tags: str | None = None
             th = 0
             okeys = [_pack_q(off) for off in range(first, nxt)]
             log_items = list(zip(okeys, recs))
-            for m, okey in zip(msgs, okeys):
+            for m, okey, t in zip(msgs, okeys, ts):
                 if m.tags is not last_tags:
                     last_tags = m.tags
                     th = tag_hashes.get(last_tags)  # type: ignore[assignment]
@@ -578,7 +584,9 @@ class LmdbStore:
                 uniq = m.properties.get(PROP_UNIQ_KEY)
                 if uniq:
                     key_items.append((_index_key(uniq) + okey, b""))
-                cq_values.append(_pack_cqv(m.commit_offset, th, size, m.store_timestamp))
+                cqv = _pack_cqv(m.commit_offset, th, size, m.store_timestamp)
+                cq_values.append(cqv)
+                t[3].append(cqv)
             cq_items = list(zip(cq_keys, cq_values))
             for table, key, value in batch.puts:
                 k, long_key = _table_key(_table_prefix(table), key)
@@ -592,15 +600,17 @@ class LmdbStore:
         results = _Results(msgs)
         # accepted: advance the assignment counters
         queues: dict[tuple[str, int], tuple[bytes, int]] = {}
-        for qk, (prefix, nq) in touched.items():
+        tails: list[tuple[bytes, int, list[bytes]]] = []
+        for qk, (prefix, nq, q0, values) in touched.items():
             pq[qk] = nq
             qkeys[qk] = prefix
             queues[qk] = (prefix, nq)
+            tails.append((prefix, q0, values))
         if new_topics:
             topics.update(new_topics)
             self._p_topic_seq += len(new_topics)
         self._p_next = nxt
-        op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, queues, new_topics, added, nxt)
+        op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, queues, new_topics, added, nxt, tails)
         op.result = results
 
     def _prepare_one(self, op: _Op, m: Message, qk: tuple[str, int], prefix: bytes) -> None:
@@ -631,7 +641,8 @@ class LmdbStore:
         self._p_queues[qk] = qoff
         nxt += 1
         self._p_next = nxt
-        op.prepared = _Prepared([(okey, rec)], cq, keys, _NO_TABLES, {qk: (prefix, qoff)}, _NO_TOPICS, size, nxt)
+        op.prepared = _Prepared([(okey, rec)], cq, keys, _NO_TABLES, {qk: (prefix, qoff)}, _NO_TOPICS, size, nxt,
+                                [(prefix, qoff - 1, [cq[0][1]])])
         op.result = [AppendResult(nxt - 1, qoff - 1)]
 
     def _promote(self) -> None:
@@ -926,29 +937,10 @@ class LmdbStore:
                 self._drop_tail(p.next - len(log))
                 tail = self._tail
                 qtail = self._qtail
-            if len(log) == 1:  # the common batch: one record, one queue
-                rec = log[0][1]
-                tail.append(rec)
-                added += len(rec)
-                for prefix, nq in p.queues.values():
-                    t = qtail.get(prefix)
-                    if t is None or t[0] + len(t[1]) != nq - 1:
-                        t = qtail[prefix] = [nq - 1, []]
-                    values = t[1]
-                    values.append(p.cq[0][1])
-                    if len(values) > 2 * _QTAIL:
-                        del values[:_QTAIL]
-                        t[0] += _QTAIL
-                continue
-            for _, rec in log:
-                tail.append(rec)
-                added += len(rec)
-            for prefix, nq in p.queues.values():
-                if len(p.queues) == 1:
-                    values = [v for _, v in p.cq]
-                else:
-                    values = [v for k, v in p.cq if k[:8] == prefix]
-                start = nq - len(values)
+            recs = [rec for _, rec in log]
+            tail += recs
+            added += sum(map(len, recs))
+            for prefix, start, values in p.tails:
                 t = qtail.get(prefix)
                 if t is None or t[0] + len(t[1]) != start:
                     t = qtail[prefix] = [start, []]

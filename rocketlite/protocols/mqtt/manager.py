@@ -620,8 +620,8 @@ class MqttManager:
             if conn is None:
                 continue  # offline persistent sessions read the log when they come back
             s = conn.session
-            if ds is None and (conn.replaying or s is None or not plain or conn.version == 5 or s.max_packet_out
-                               or (sq and any(qoses))):
+            fast = plain and conn.version != 5 and s is not None and not s.max_packet_out
+            if ds is None and (conn.replaying or s is None or not fast):
                 ds = [delivery_from_message(m) for m in run]
             if conn.replaying:
                 assert ds is not None
@@ -637,7 +637,6 @@ class MqttManager:
                 if conn.congested():
                     out.append(None)  # marker: QoS 0 is dropped for this connection
             drop0 = bool(out) and out[0] is None
-            fast = plain and conn.version != 5 and not s.max_packet_out
             if sq == 0 and fast and not (rap and any_ret):
                 # QoS 0 to a 3.1.1 client: the shared encodings, all at once
                 if drop0:
@@ -662,15 +661,16 @@ class MqttManager:
                         sent += 1
                         nbytes += len(m.body)
                         continue
-                assert ds is not None
-                d = ds[k]
                 if qos and fast:
-                    pid = s.take(d, qos, retain, sub_ids)
+                    # the Delivery is built only if the session ever needs it (see OutItem)
+                    pid = s.take(m, qos, retain, sub_ids, delivery_from_message)
                     if pid:
                         out.append(C.encode_publish_qos12(head, m.body, qos, retain, pid))
                         sent += 1
                         nbytes += len(m.body)
                     continue
+                assert ds is not None
+                d = ds[k]
                 pkt = s.enqueue(d, qos, retain, sub_ids, now_ms=d.expires_at_ms and self.now())
                 if pkt is not None:
                     out.append(pkt)

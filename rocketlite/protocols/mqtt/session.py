@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from rocketlite.protocols.mqtt.codec import (
     P_MESSAGE_EXPIRY,
@@ -75,14 +75,35 @@ class Delivery:
     origin: str = ""  # publishing MQTT client id (for no-local)
 
 
-@dataclass(slots=True)
 class OutItem:
-    delivery: Delivery
-    qos: int
-    retain: bool
-    sub_ids: tuple[int, ...] = ()
-    packet_id: int = 0
-    state: int = PUB
+    """A QoS 1/2 delivery in the window or queued (QoS 0 only when queued).
+
+    ``delivery`` may be given as any source object plus ``make`` that turns it into the
+    Delivery: the fan-out hands over the stored message and the Delivery is built only if it is
+    ever needed (a resend, a queued message, persistence), not for every message that goes
+    straight out."""
+
+    __slots__ = ("_delivery", "_make", "qos", "retain", "sub_ids", "packet_id", "state")
+
+    def __init__(self, delivery: Any, qos: int, retain: bool, sub_ids: tuple[int, ...] = (), packet_id: int = 0,
+                 state: int = PUB, make: Callable[[Any], Delivery] | None = None) -> None:
+        self._delivery = delivery
+        self._make = make
+        self.qos = qos
+        self.retain = retain
+        self.sub_ids = sub_ids
+        self.packet_id = packet_id
+        self.state = state
+
+    @property
+    def delivery(self) -> Delivery:
+        if self._make is not None:
+            self._delivery = self._make(self._delivery)
+            self._make = None
+        return self._delivery  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"OutItem({self.delivery!r}, qos={self.qos}, retain={self.retain}, packet_id={self.packet_id})"
 
 
 class SessionError(Exception):
@@ -202,10 +223,12 @@ class Session:
         self.queue.append(item)
         return None
 
-    def take(self, delivery: Delivery, qos: int, retain: bool, sub_ids: tuple[int, ...] = ()) -> int:
+    def take(self, delivery: Any, qos: int, retain: bool, sub_ids: tuple[int, ...] = (),
+             make: Callable[[Any], Delivery] | None = None) -> int:
         """``enqueue`` for QoS 1/2 when the caller encodes the PUBLISH itself (3.1.1, no expiry, no
-        Maximum Packet Size): the packet id it went out with, or 0 when it was queued or dropped."""
-        item = OutItem(delivery, qos, retain, sub_ids)
+        Maximum Packet Size): the packet id it went out with, or 0 when it was queued or dropped.
+        With ``make``, ``delivery`` is its source, converted when first needed (see OutItem)."""
+        item = OutItem(delivery, qos, retain, sub_ids, 0, PUB, make)
         if len(self.inflight) < self.window and not self.queue:
             pid = item.packet_id = self._alloc_pid()
             self.inflight[pid] = item
