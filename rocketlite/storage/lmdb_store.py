@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import logging
 import os
 import struct
@@ -81,6 +82,7 @@ _pack_cqv = _CQV.pack
 _unpack_cqv = _CQV.unpack
 _I = struct.Struct(">I")
 _H = struct.Struct(">H")
+_LEN32 = _H.pack(32)
 
 _MAX_KEY = 511  # LMDB's default maximum key size
 _KEY_HASH_OVER = 256  # key-index keys longer than this are stored as a digest
@@ -163,6 +165,8 @@ class _Prepared:
 
 def _index_key(key: str) -> bytes:
     raw = key.encode()
+    if len(raw) == 32:  # a unique id, the usual key
+        return _LEN32 + raw
     if len(raw) > _KEY_HASH_OVER:
         # 0xFFFF can never be a real length here: marks a digest of a long key
         return b"\xff\xff" + hashlib.blake2b(raw, digest_size=32).digest()
@@ -515,13 +519,18 @@ class LmdbStore:
         batch = op.batch
         assert batch is not None
         msgs = batch.messages
-        if len(msgs) == 1 and not batch.puts and not batch.deletes:
+        if msgs and not batch.puts and not batch.deletes:
             m = msgs[0]
             qk = (m.topic, m.queue_id)
             prefix = self._qkeys.get(qk)
             if prefix is not None:
-                self._prepare_one(op, m, qk, prefix)
-                return
+                if len(msgs) == 1:
+                    self._prepare_one(op, m, qk, prefix)
+                    return
+                topic, qid = qk
+                if all(x.queue_id == qid and x.topic == topic for x in msgs):
+                    self._prepare_run(op, msgs, qk, prefix)
+                    return
         nxt = self._p_next
         pq = self._p_queues
         topics = self._p_topics
@@ -615,6 +624,56 @@ class LmdbStore:
         self._p_next = nxt
         op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, queues, new_topics, added, nxt, tails)
         op.result = results
+
+    def _prepare_run(self, op: _Op, msgs: list[Message], qk: tuple[str, int], prefix: bytes) -> None:
+        """:meth:`_prepare` of a batch whose messages all go to one queue seen before, without table
+        changes (an MQTT publisher's batch, a RocketMQ batch): offsets are two ranges, so the keys
+        and index values are built a column at a time (the same result as the general loop)."""
+        n = len(msgs)
+        first = self._p_next
+        nxt = first + n
+        q0 = self._p_queues[qk]
+        q1 = q0 + n
+        try:
+            for m, c, q in zip(msgs, range(first, nxt), range(q0, q1)):
+                m.commit_offset = c
+                m.queue_offset = q
+            recs = encode_messages(msgs)
+            okeys = list(map(_pack_q, range(first, nxt)))
+            tags = msgs[0].tags
+            if all(m.tags == tags for m in msgs):
+                th = self._tag_hashes.get(tags)
+                if th is None:
+                    th = tag_hash(tags)
+                    if len(self._tag_hashes) < 4096:
+                        self._tag_hashes[tags] = th
+                ths: Iterable[int] = itertools.repeat(th, n)
+            else:
+                ths = [tag_hash(m.tags) for m in msgs]
+            sizes = [len(m.body) for m in msgs]
+            values = list(map(_pack_cqv, range(first, nxt), ths, sizes, [m.store_timestamp for m in msgs]))
+            cq = list(zip([prefix + k for k in map(_pack_q, range(q0, q1))], values))
+            uniqs = [m.properties.get(PROP_UNIQ_KEY) for m in msgs]
+            keys: list[tuple[bytes, bytes]]
+            if all(uniqs) and not any(m.keys for m in msgs):  # the usual: a unique id each, no keys
+                keys = [(_index_key(u) + okey, b"") for u, okey in zip(uniqs, okeys)]  # type: ignore[arg-type]
+            else:
+                keys = []
+                for m, uniq, okey in zip(msgs, uniqs, okeys):
+                    if m.keys:
+                        for key in m.key_list:
+                            keys.append((_index_key(key) + okey, b""))
+                    if uniq:
+                        keys.append((_index_key(uniq) + okey, b""))
+        except Exception:
+            for m in msgs:
+                m.commit_offset = m.queue_offset = -1
+            raise
+        self._p_queues[qk] = q1
+        self._p_next = nxt
+        op.prepared = _Prepared(list(zip(okeys, recs)), cq, keys, _NO_TABLES, {qk: (prefix, q1)}, _NO_TOPICS,
+                                sum(sizes), nxt, [(prefix, q0, values)])
+        op.result = _Results(msgs)
 
     def _prepare_one(self, op: _Op, m: Message, qk: tuple[str, int], prefix: bytes) -> None:
         """:meth:`_prepare` of the common batch: one message to a queue seen before, no table

@@ -477,7 +477,7 @@ class MqttManager:
         """Store publishes (one atomic send), then update retained messages."""
         msgs = messages_from_publishes(pkts, cid, peer)
         self.stats["received"] += len(pkts)
-        await self.broker.send(msgs, results=False)
+        await self.broker.send(msgs, results=False, one_queue=True)
         # metrics once per run of messages to the same RocketMQ topic (a batch usually has one)
         label = ""
         n = nbytes = 0
@@ -600,16 +600,17 @@ class MqttManager:
         assert batch is not None
         # what the fast paths need, read from the properties without building Deliveries (see
         # mapping.py); a message not published over MQTT is QoS 1, never retained, never expires
+        # (QoS and retain flags are read only when a subscription needs them: a QoS 0 subscriber
+        # without "retain as published" needs neither)
+        qoses: list[int] | None = None
+        rets: list[bool] | None = None
+        any_ret = False
         if from_mqtt:
-            qoses = [_QOS_INT.get(m.properties.get(PROP_MQTT_QOS), 0) for m in run]  # type: ignore[arg-type]
-            rets = [m.properties.get(PROP_MQTT_RETAIN) == "1" for m in run]
             plain = not any(PROP_MQTT_EXPIRY in m.properties for m in run)
-            any_ret = any(rets)
         else:
             qoses = [1] * len(run)
             rets = [False] * len(run)
             plain = True
-            any_ret = False
         ds: list[Delivery] | None = None
         enc0: list[bytes] | None = None  # shared QoS 0 PUBLISH per message (3.1.1, retain clear)
         sent = 0
@@ -623,8 +624,12 @@ class MqttManager:
             fast = plain and conn.version != 5 and s is not None and not s.max_packet_out
             if ds is None and (conn.replaying or s is None or not fast):
                 ds = [delivery_from_message(m) for m in run]
+            if qoses is None and (sq or rap or conn.replaying or not fast):
+                qoses = [_QOS_INT.get(m.properties.get(PROP_MQTT_QOS), 0) for m in run]  # type: ignore[arg-type]
+                rets = [m.properties.get(PROP_MQTT_RETAIN) == "1" for m in run]
+                any_ret = any(rets)
             if conn.replaying:
-                assert ds is not None
+                assert ds is not None and qoses is not None and rets is not None
                 for k, d in enumerate(ds):
                     q = qoses[k]
                     conn.held.append((d, sq if sq < q else q, rets[k] and rap, sub_ids))
@@ -648,6 +653,7 @@ class MqttManager:
                 sent += len(run)
                 nbytes += sum(len(m.body) for m in run)
                 continue
+            assert qoses is not None and rets is not None
             for k, m in enumerate(run):
                 q = qoses[k]
                 qos = sq if sq < q else q
