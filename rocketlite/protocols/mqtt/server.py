@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import socket
 import struct
 from typing import Any, Awaitable, Callable
@@ -36,6 +37,8 @@ _PUBACK = b"\x40\x02"  # PUBACK / PUBREC with reason 0, no properties (3.1.1 and
 _PUBREC = b"\x50\x02"
 _U16 = struct.Struct(">H").pack
 MAX_OUT_BUFFER = 16 * 1024 * 1024  # beyond this, QoS 0 deliveries to a slow client are dropped
+READ_SIZE = 65536
+YIELD_EVERY = 16  # reads without a Trio checkpoint while a client keeps its socket full
 
 
 class MqttConnection:
@@ -60,6 +63,7 @@ class MqttConnection:
         self._closing = False
         self._cancel: trio.CancelScope | None = None
         self._writer_done = trio.Event()
+        self._receive_nowait: Callable[[], bytes | None] | None = None
         self.inbound_inflight = 0
 
     # -- output ----------------------------------------------------------------------------------
@@ -154,7 +158,11 @@ class MqttConnection:
             self._writer_done.set()
 
     # -- input -----------------------------------------------------------------------------------
-    async def run(self, receive: Callable[[], Awaitable[bytes]]) -> None:
+    async def run(self, receive: Callable[[], Awaitable[bytes]],
+                  receive_nowait: Callable[[], bytes | None] | None = None) -> None:
+        """Serve the connection until it ends. ``receive_nowait`` (plain TCP) returns what is
+        waiting on the socket without a trip through the scheduler, or None when nothing is."""
+        self._receive_nowait = receive_nowait
         st = self.manager.settings
         linger = False
         METRICS.connection_opened("mqtt")
@@ -201,13 +209,24 @@ class MqttConnection:
 
     async def _read_loop(self, receive: Callable[[], Awaitable[bytes]], connect_timeout: float) -> None:
         timeout = connect_timeout
+        nowait = self._receive_nowait
+        reads = 0
         while True:
-            with trio.move_on_after(timeout) as cs:
-                data = await receive()
-            if cs.cancelled_caught:
-                if self.connected:
-                    raise C.MqttError(C.RC_KEEP_ALIVE_TIMEOUT, "keep-alive timeout")
-                return
+            data = None
+            if nowait is not None:
+                reads += 1
+                if reads >= YIELD_EVERY:  # a client that keeps the socket full must not starve others
+                    reads = 0
+                    await trio.lowlevel.checkpoint()
+                data = nowait()
+            if data is None:
+                reads = 0
+                with trio.move_on_after(timeout) as cs:
+                    data = await receive()
+                if cs.cancelled_caught:
+                    if self.connected:
+                        raise C.MqttError(C.RC_KEEP_ALIVE_TIMEOUT, "keep-alive timeout")
+                    return
             if not data:
                 return
             pkts = self.decoder.feed(data)
@@ -470,18 +489,61 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
     except OSError:
         peer = ""
 
+    raw: socket.socket | None = None
+    if type(stream) is trio.SocketStream:
+        # Plain TCP: read and write a duplicate of the socket directly and wait in Trio only when
+        # it would block. Trio's stream calls pass through the scheduler on every call even when
+        # the bytes are there; per read and write that cost more than a small batch of packets.
+        try:
+            raw = socket.socket(fileno=os.dup(stream.socket.fileno()))
+        except OSError:
+            raw = None
+
     async def receive() -> bytes:
         try:
-            return await stream.receive_some(65536)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if raw is not None:
+                while True:
+                    try:
+                        return raw.recv(READ_SIZE)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_readable(raw)
+            return await stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return b""
 
-    conn = MqttConnection(manager, peer, stream.send_all)
+    def receive_nowait() -> bytes | None:
+        assert raw is not None
+        try:
+            return raw.recv(READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
+    async def send_raw(data: bytes) -> None:
+        assert raw is not None
+        try:
+            sent = raw.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        with memoryview(data) as view:
+            while sent < len(data):
+                await trio.lowlevel.wait_writable(raw)
+                try:
+                    sent += raw.send(view[sent:])
+                except BlockingIOError:
+                    pass
+
+    conn = MqttConnection(manager, peer, stream.send_all if raw is None else send_raw)
     try:
-        await conn.run(receive)
+        await conn.run(receive, None if raw is None else receive_nowait)
     except Exception:  # noqa: BLE001 - one connection's failure never takes the listener down
         log.exception("mqtt connection %s failed", peer)
     finally:
+        if raw is not None:
+            raw.close()
         with trio.CancelScope(shield=True):
             with trio.move_on_after(1):
                 await stream.aclose()
