@@ -348,8 +348,8 @@ class Broker:
         self._rr[tc.name] = i + 1
         return i % n
 
-    def send(self, msgs: list[Message], *, results: bool = True,
-             one_queue: bool = False) -> Coroutine[Any, Any, list[SendResult]]:
+    def send(self, msgs: list[Message], *, results: bool = True, one_queue: bool = False,
+             on_stored: Callable[[], None] | None = None) -> Coroutine[Any, Any, list[SendResult]]:
         """Store messages (all or none), assigning queues, ids and timestamps (``await`` it).
 
         Delay properties route a message through the timer topic, a prepared transaction flag
@@ -358,11 +358,13 @@ class Broker:
         instead of one SendResult per message. Messages without a queue or message group go round
         robin, one queue each; with ``one_queue=True`` each run of them to one topic goes to the
         next queue in turn, as a RocketMQ batch goes to one queue (cheaper to store: one consume
-        queue appended in a row).
+        queue appended in a row). ``on_stored`` is called once the batch is stored (durable per
+        the flush mode), before write listeners (fan-out to subscribers, pulls) run: a protocol
+        that acknowledges there answers its producer without waiting for the deliveries.
         (A plain function handing back :meth:`_store_batch`'s coroutine: one coroutine less per
         send than an ``async def`` wrapper.)
         """
-        return self._store_batch(msgs, results=results, one_queue=one_queue)
+        return self._store_batch(msgs, results=results, one_queue=one_queue, on_stored=on_stored)
 
     async def _store_batch(
         self,
@@ -373,6 +375,7 @@ class Broker:
         deliver_at: int | None = None,
         results: bool = True,
         one_queue: bool = False,
+        on_stored: Callable[[], None] | None = None,
     ) -> list[SendResult]:
         """The one write path for new messages: validate, route (half/timer/normal), commit.
 
@@ -470,6 +473,8 @@ class Broker:
                 rr[last_topic] = rr_i + 1 if rr_used else rr_i
         await self.store.write(batch)  # self.write, inline (one coroutine less per send)
         stored_msgs = batch.messages
+        if on_stored is not None:
+            on_stored()
         self._after_write(stored_msgs)
         for fn in after:
             fn()

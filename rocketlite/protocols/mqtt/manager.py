@@ -26,7 +26,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from rocketlite.core.broker import Broker
 from rocketlite.core.message import PROP_MQTT_QOS, PROP_MQTT_TOPIC, Message
@@ -473,11 +473,13 @@ class MqttManager:
         except Exception:  # noqa: BLE001 - a will that cannot be stored must not kill the caller
             log.exception("could not publish the will of %s", cid)
 
-    async def publish(self, pkts: list[C.Publish], cid: str, peer: str) -> None:
-        """Store publishes (one atomic send), then update retained messages."""
+    async def publish(self, pkts: list[C.Publish], cid: str, peer: str,
+                      on_stored: Callable[[], None] | None = None) -> None:
+        """Store publishes (one atomic send), then update retained messages. ``on_stored`` runs
+        once the messages are stored, before they fan out (Broker.send)."""
         msgs = messages_from_publishes(pkts, cid, peer)
         self.stats["received"] += len(pkts)
-        await self.broker.send(msgs, results=False, one_queue=True)
+        await self.broker.send(msgs, results=False, one_queue=True, on_stored=on_stored)
         # metrics once per run of messages to the same RocketMQ topic (a batch usually has one)
         label = ""
         n = nbytes = 0

@@ -64,6 +64,10 @@ class MqttConnection:
         self._cancel: trio.CancelScope | None = None
         self._writer_done = trio.Event()
         self._receive_nowait: Callable[[], bytes | None] | None = None
+        # plain TCP: the socket's non-blocking send, so output goes out at once instead of at
+        # the writer task's next turn (the writer then only finishes what the socket refused)
+        self.direct_send: Callable[[bytes], int] | None = None
+        self._sending = False  # the writer task is in the middle of a send
         self.inbound_inflight = 0
 
     # -- output ----------------------------------------------------------------------------------
@@ -114,7 +118,7 @@ class MqttConnection:
             METRICS.messages_out("mqtt", rocketmq_topic(label_topic), n, nbytes)  # type: ignore[arg-type]
         stats["sent"] += sent
         self._out += b"".join(parts)
-        self._wake.set()
+        self._push()
 
     def send_encoded(self, items: list[Any]) -> None:
         """Fan-out's packets for this connection: encoded QoS 0 PUBLISH bytes or PUBLISH packets.
@@ -124,7 +128,28 @@ class MqttConnection:
         v = self.version
         enc = C.encode_publish
         self._out += b"".join([x if x.__class__ is bytes else enc(x, v) for x in items])
-        self._wake.set()
+        self._push()
+
+    def _push(self) -> None:
+        """Send what is buffered now when the socket takes it, else leave it to the writer task."""
+        send = self.direct_send
+        if send is None or self._sending or self._closing:
+            self._wake.set()
+            return
+        out = self._out
+        try:
+            n = send(out)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:  # the peer went away: the writer reports it and stops the reader
+            log.debug("mqtt %s write failed: %r", self.peer, exc)
+            self._wake.set()
+            return
+        if n == len(out):
+            out.clear()
+        else:
+            del out[:n]
+            self._wake.set()
 
     def congested(self) -> bool:
         return len(self._out) > MAX_OUT_BUFFER
@@ -146,7 +171,11 @@ class MqttConnection:
                 while self._out:
                     data = bytes(self._out)
                     self._out.clear()
-                    await self._send(data)
+                    self._sending = True
+                    try:
+                        await self._send(data)
+                    finally:
+                        self._sending = False
                 if self._closing:
                     return
         except Exception as exc:  # noqa: BLE001 - the peer went away: stop reading too
@@ -341,11 +370,24 @@ class MqttConnection:
         # Let other connections whose packets arrived in the same wake-up (a SUBSCRIBE sent just
         # before this PUBLISH on another socket) go first, as a single-threaded broker would.
         await trio.lowlevel.checkpoint()
+        acked = False
+
+        def ack_now() -> None:
+            nonlocal acked
+            acked = True
+            self._ack(batch)
+
+        # Acknowledged as soon as stored, before the fan-out to subscribers (the publisher's next
+        # window starts meanwhile); a batch that sets retained messages is acknowledged after
+        # the retained table is written too.
+        early = not any(p.retain for p in batch)
         try:
-            await self.manager.publish(batch, self.client_id, self.peer)
+            await self.manager.publish(batch, self.client_id, self.peer, ack_now if early else None)
             failed = 0
         except BrokerError as exc:
             log.warning("mqtt publish from %s refused: %s", self.client_id, exc)
+            if acked:
+                return
             if self.version != 5:
                 raise C.MqttError(C.RC_IMPLEMENTATION_SPECIFIC, str(exc)) from exc
             failed = C.RC_IMPLEMENTATION_SPECIFIC
@@ -356,7 +398,13 @@ class MqttConnection:
                 elif p.qos == 2:
                     self.send_packet(C.Ack(C.PUBREC, p.packet_id, failed))
             return
-        # every acknowledgement of the batch in one buffer append
+        if not acked:
+            self._ack(batch)
+
+    def _ack(self, batch: list[C.Publish]) -> None:
+        """Every acknowledgement of a stored batch, in one buffer append."""
+        s = self.session
+        assert s is not None
         acks = []
         for p in batch:
             q = p.qos
@@ -367,7 +415,7 @@ class MqttConnection:
                 acks.append(_PUBREC + _U16(p.packet_id))
         if acks and not self._closing:
             self._out += b"".join(acks)
-            self._wake.set()
+            self._push()
 
     async def _other(self, p: Any, s: Session) -> None:
         t = p.type
@@ -537,6 +585,8 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
                     pass
 
     conn = MqttConnection(manager, peer, stream.send_all if raw is None else send_raw)
+    if raw is not None:
+        conn.direct_send = raw.send
     try:
         await conn.run(receive, None if raw is None else receive_nowait)
     except Exception:  # noqa: BLE001 - one connection's failure never takes the listener down
