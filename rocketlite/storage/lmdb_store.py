@@ -1262,7 +1262,8 @@ class LmdbStore:
         if self._closed or (max_age_ms is None and max_bytes is None):
             return 0
         total = 0
-        chunk = 2000
+        # (flush=async commits on the Trio thread: smaller chunks keep each pause to a few ms)
+        chunk = 2000 if self.flush == "sync" else 500
         while True:
             op = _Op(_RETAIN, args=(max_age_ms, max_bytes, now_ms, chunk))
             await self._submit(op)
