@@ -19,15 +19,17 @@ Group commit
 ------------
 :meth:`LmdbStore.write` queues its batch. When no commit is in flight the caller becomes the
 *leader*: it takes everything queued (its own batch and whatever arrived meanwhile), runs one LMDB
-write transaction for all of it in a worker thread (``trio.lowlevel.start_thread_soon``; the event loop never
-waits on disk), publishes the new counters and wakes every caller of the group. While that
-transaction runs, new callers queue up; when the leader is done it promotes the first of them to
-lead the next group. So there is no background writer task, concurrent writers share one
+write transaction for all of it, publishes the new counters and wakes every caller of the group.
+With ``flush="sync"`` the transaction runs in a worker thread (``trio.lowlevel.start_thread_soon``:
+the event loop never waits for the fsync) and new callers queue up meanwhile; when the leader is
+done it promotes the first of them to lead the next group. With ``flush="async"`` (no fsync in
+the commit) it runs on the Trio thread, about a microsecond per message: a worker thread was
+slower there, see :meth:`LmdbStore._commit_group`. So there is no background writer task, concurrent writers share one
 transaction (and with ``flush="sync"`` one fsync), and a lone writer commits at once.
 
 Offsets are assigned inside the transaction, in queue order, so they are dense and in commit order.
 Offsets are assigned and records encoded when a batch is queued (on the Trio thread: pure CPU),
-so the writer thread only talks to LMDB. Counters are published only after the commit returned, so
+so the commit only talks to LMDB. Counters are published only after the commit returned, so
 a reader never sees an offset whose data is not committed. The commit runs in a shielded scope: a
 caller cancelled after the writer took its batch waits for the outcome and gets its result (the
 cancellation surfaces at its next checkpoint), so a committed batch is never reported as lost; a
@@ -40,9 +42,10 @@ so one fsync per group); ``async`` opens it with ``sync=False`` and a system tas
 ``flush_interval_ms`` after the first unsynced commit, and on close. LMDB stays consistent either
 way (a crash in async mode loses at most the last interval).
 
-Reads run in worker threads too (at most 8 at a time) except when the answer is in memory: the
-counters (a pull at the queue's end, the common long-poll case) or the bounded tail of recently
-committed records and index entries (a consumer that keeps up), see :meth:`LmdbStore._remember`.
+Reads are answered from memory when they can be: the counters (a pull at the queue's end, the
+common long-poll case) or the bounded tail of recently committed records and index entries (a
+consumer that keeps up), see :meth:`LmdbStore._remember`. Other reads are bounded LMDB lookups
+on the Trio thread (see :meth:`LmdbStore._read`).
 One process per data directory (an exclusive ``flock`` on ``rocketlite.lock``).
 """
 
@@ -513,7 +516,7 @@ class LmdbStore:
 
     def _prepare(self, op: _Op) -> None:
         """Give ``op``'s messages their offsets and encode everything it writes. Runs on the Trio
-        thread at enqueue (pure CPU, no I/O), so the writer thread only talks to LMDB."""
+        thread at enqueue (pure CPU, no I/O), so the commit only talks to LMDB."""
         batch = op.batch
         assert batch is not None
         msgs = batch.messages
