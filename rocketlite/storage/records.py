@@ -65,6 +65,19 @@ class CorruptRecord(ValueError):
     """A stored record that no known format decodes."""
 
 
+def _encode_props(d: dict[str, str]) -> tuple[int, bytes]:
+    """The properties' format byte and bytes: NUL-separated when unambiguous, else cbor2."""
+    if not d:
+        return PROPS_CBOR, b""
+    try:
+        s = "\x00".join(_chain(d.items()))
+    except (TypeError, AttributeError):  # not a dict of strings
+        return PROPS_CBOR, _dumps(d)
+    if s.count("\x00") == 2 * len(d) - 1:
+        return PROPS_NUL, s.encode()
+    return PROPS_CBOR, _dumps(d)  # a key or value contains NUL itself
+
+
 def encode_message(m: Message) -> bytes:
     """The record bytes of ``m`` (commit offset excluded: it is the key)."""
     try:
@@ -72,21 +85,7 @@ def encode_message(m: Message) -> bytes:
         tags = m.tags.encode()
         keys = m.keys.encode()
         host = m.born_host.encode()
-        d = m.properties
-        pf = PROPS_CBOR
-        if d:
-            try:
-                s = "\x00".join(_chain(d.items()))
-            except (TypeError, AttributeError):  # not a dict of strings
-                props = _dumps(d)
-            else:
-                if s.count("\x00") == 2 * len(d) - 1:
-                    props = s.encode()
-                    pf = PROPS_NUL
-                else:  # a key or value contains NUL itself
-                    props = _dumps(d)
-        else:
-            props = b""
+        pf, props = _encode_props(m.properties)
         head = _pack_v1(
             FORMAT_V1, pf, m.queue_id, m.flag, m.sys_flag, m.born_timestamp, m.store_timestamp,
             m.queue_offset, m.reconsume_times, len(topic), len(tags), len(keys), len(host), len(props),
@@ -103,6 +102,7 @@ def encode_messages(msgs: list[Message]) -> list[bytes]:
     append = out.append
     pack = _pack_v1
     join = b"".join
+    encode_props = _encode_props
     last_topic = last_host = last_tags = last_keys = None
     topic = host = tags = keys = b""
     lt = lh = lg = lk = 0
@@ -124,21 +124,7 @@ def encode_messages(msgs: list[Message]) -> list[bytes]:
                 last_keys = m.keys
                 keys = last_keys.encode()
                 lk = len(keys)
-            d = m.properties
-            pf = PROPS_CBOR
-            if d:
-                try:
-                    s = "\x00".join(_chain(d.items()))
-                except (TypeError, AttributeError):  # not a dict of strings
-                    props = _dumps(d)
-                else:
-                    if s.count("\x00") == 2 * len(d) - 1:
-                        props = s.encode()
-                        pf = PROPS_NUL
-                    else:  # a key or value contains NUL itself
-                        props = _dumps(d)
-            else:
-                props = b""
+            pf, props = encode_props(m.properties)
             append(join((
                 pack(FORMAT_V1, pf, m.queue_id, m.flag, m.sys_flag, m.born_timestamp, m.store_timestamp,
                      m.queue_offset, m.reconsume_times, lt, lg, lk, lh, len(props)),

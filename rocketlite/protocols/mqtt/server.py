@@ -23,6 +23,7 @@ import trio
 from rocketlite.core.errors import BrokerError
 from rocketlite.frontends import FrontEndContext
 from rocketlite.metrics import METRICS
+from rocketlite.protocols import rawsock
 from rocketlite.protocols.mqtt import codec as C
 from rocketlite.protocols.mqtt.manager import MqttManager, MqttSettings
 from rocketlite.protocols.mqtt.mapping import rocketmq_topic
@@ -570,19 +571,7 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
 
     async def send_raw(data: bytes) -> None:
         assert raw is not None
-        try:
-            sent = raw.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return
-        with memoryview(data) as view:
-            while sent < len(data):
-                await trio.lowlevel.wait_writable(raw)
-                try:
-                    sent += raw.send(view[sent:])
-                except BlockingIOError:
-                    pass
+        await rawsock.send_all(raw, data)
 
     conn = MqttConnection(manager, peer, stream.send_all if raw is None else send_raw)
     if raw is not None:

@@ -33,6 +33,7 @@ from typing import Any
 import trio
 
 from rocketlite.metrics import METRICS
+from rocketlite.protocols import rawsock
 from rocketlite.protocols.remoting.codec import (
     FLAG_ONEWAY,
     FLAG_RESPONSE,
@@ -122,21 +123,8 @@ class Connection:
 
     async def _send_raw(self, data: bytes) -> None:
         """All of ``data`` onto the socket; yields to Trio only when the socket buffer is full."""
-        raw = self.raw
-        assert raw is not None
-        try:
-            sent = raw.send(data)
-        except BlockingIOError:
-            sent = 0
-        if sent == len(data):
-            return
-        with memoryview(data) as view:
-            while sent < len(data):
-                await trio.lowlevel.wait_writable(raw)
-                try:
-                    sent += raw.send(view[sent:])
-                except BlockingIOError:
-                    pass
+        assert self.raw is not None
+        await rawsock.send_all(self.raw, data)
 
     def send_soon(self, cmd: RemotingCommand) -> None:
         """Queue a broker-initiated request (oneway) without waiting."""
