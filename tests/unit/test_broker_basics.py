@@ -28,6 +28,41 @@ async def test_send_auto_creates_topic_and_spreads_round_robin() -> None:
     assert len({r.unique_id for r in results}) == 8
 
 
+async def test_one_queue_sends_each_run_to_the_next_queue() -> None:
+    b = await make_broker()
+    first = await b.send([Message("batched", b"a%d" % i) for i in range(5)], one_queue=True)
+    second = await b.send([Message("batched", b"b%d" % i) for i in range(3)], one_queue=True)
+    assert {r.queue_id for r in first} == {0} and {r.queue_id for r in second} == {1}
+    assert [r.queue_offset for r in first] == [0, 1, 2, 3, 4]
+    # an explicit queue or a message group still decides
+    mixed = await b.send([Message("batched", b"q", queue_id=3), Message("batched", b"r")], one_queue=True)
+    assert [r.queue_id for r in mixed] == [3, 2]
+    # without it, the next send goes on round robin from where the runs left off
+    assert [r.queue_id for r in await b.send([Message("batched", b"c"), Message("batched", b"d")])] == [3, 0]
+
+
+async def test_on_stored_runs_after_the_write_and_before_listeners() -> None:
+    b = await make_broker()
+    seen: list[str] = []
+
+    def listener(msgs: list[Message]) -> None:
+        seen.append("listener")
+
+    b.write_listeners.append(listener)
+
+    def stored() -> None:
+        # the messages are readable (stored) and nobody has been told yet
+        assert b.max_offset("acked", 0) == 2 and seen == []
+        seen.append("stored")
+
+    await b.send([Message("acked", b"x", queue_id=0), Message("acked", b"y", queue_id=0)], on_stored=stored)
+    assert seen == ["stored", "listener"]
+    # a refused batch is never reported as stored
+    with pytest.raises(BadRequest):
+        await b.send([Message("acked", b"z" * (b.settings.max_message_size + 1))], on_stored=stored)
+    assert seen == ["stored", "listener"]
+
+
 async def test_message_group_always_lands_in_one_queue() -> None:
     b = await make_broker()
     msgs = [Message("fifo", b"%d" % i, properties={"__SHARDINGKEY": "g1"}) for i in range(10)]
