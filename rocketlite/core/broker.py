@@ -337,17 +337,6 @@ class Broker:
         return gc is not None
 
     # -- send ----------------------------------------------------------------------------------
-    def select_queue(self, tc: TopicConfig, msg: Message) -> int:
-        n = max(1, tc.write_queues)
-        if 0 <= msg.queue_id < n:
-            return msg.queue_id
-        group = msg.message_group
-        if group:
-            return zlib.crc32(group.encode()) % n
-        i = self._rr.get(tc.name, 0)
-        self._rr[tc.name] = i + 1
-        return i % n
-
     def send(self, msgs: list[Message], *, results: bool = True, one_queue: bool = False,
              on_stored: Callable[[], None] | None = None) -> Coroutine[Any, Any, list[SendResult]]:
         """Store messages (all or none), assigning queues, ids and timestamps (``await`` it).
@@ -419,7 +408,7 @@ class Broker:
                     nq = max(1, tc.write_queues)
                     rr_i = rr.get(topic, 0)
                 props = msg.properties
-                # select_queue, inline: an explicit queue, else the message group's, else round robin
+                # the queue: an explicit one, else the message group's, else round robin
                 qid = msg.queue_id
                 if not 0 <= qid < nq:
                     group = props.get(PROP_MESSAGE_GROUP) if props else None
