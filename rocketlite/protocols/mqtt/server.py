@@ -16,7 +16,7 @@ import math
 import os
 import socket
 import struct
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import trio
 
@@ -73,24 +73,11 @@ class MqttConnection:
 
     # -- output ----------------------------------------------------------------------------------
     def send_packet(self, pkt: Any) -> None:
-        if self._closing:
-            return
-        if pkt.type == C.PUBLISH:
-            if pkt.qos == 0 and len(self._out) > MAX_OUT_BUFFER:
-                self.manager.stats["dropped"] += 1
-                return
-            self.manager.stats["sent"] += 1
-            METRICS.messages_out("mqtt", rocketmq_topic(pkt.topic), 1, len(pkt.payload))
-            self._out += C.encode_publish(pkt, self.version)
-        elif pkt.__class__ is C.Ack and not pkt.reason and not pkt.properties:
-            self._out += C.encode_ack(pkt.kind, pkt.packet_id)
-        else:
-            self._out += C.encode(pkt, self.version)
-        self._wake.set()
+        self.send_packets((pkt,))
 
-    def send_packets(self, pkts: list[Any]) -> None:
-        """``send_packet`` for each (a window refill after acknowledgements): one buffer append,
-        one writer wake-up, and metrics per run of one topic rather than per packet."""
+    def send_packets(self, pkts: Sequence[Any]) -> None:
+        """Encode and send packets (a QoS 0 PUBLISH is dropped while the output buffer is over
+        MAX_OUT_BUFFER): one buffer append, and metrics per run of one topic."""
         if self._closing or not pkts:
             return
         v = self.version
@@ -101,7 +88,10 @@ class MqttConnection:
         stats = self.manager.stats
         for pkt in pkts:
             if pkt.type != C.PUBLISH:
-                parts.append(C.encode(pkt, v))
+                if pkt.__class__ is C.Ack and not pkt.reason and not pkt.properties:
+                    parts.append(C.encode_ack(pkt.kind, pkt.packet_id))
+                else:
+                    parts.append(C.encode(pkt, v))
                 continue
             if pkt.qos == 0 and len(self._out) > MAX_OUT_BUFFER:
                 stats["dropped"] += 1
@@ -548,18 +538,6 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
         except OSError:
             raw = None
 
-    async def receive() -> bytes:
-        try:
-            if raw is not None:
-                while True:
-                    try:
-                        return raw.recv(READ_SIZE)
-                    except BlockingIOError:
-                        await trio.lowlevel.wait_readable(raw)
-            return await stream.receive_some(READ_SIZE)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            return b""
-
     def receive_nowait() -> bytes | None:
         assert raw is not None
         try:
@@ -567,6 +545,18 @@ async def handle_tcp(manager: MqttManager, stream: trio.SocketStream) -> None:
         except BlockingIOError:
             return None
         except OSError:
+            return b""
+
+    async def receive() -> bytes:
+        try:
+            if raw is not None:
+                while True:
+                    data = receive_nowait()
+                    if data is not None:
+                        return data
+                    await trio.lowlevel.wait_readable(raw)
+            return await stream.receive_some(READ_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             return b""
 
     async def send_raw(data: bytes) -> None:
