@@ -176,6 +176,15 @@ def _index_key(key: str) -> bytes:
     return _H.pack(len(raw)) + raw
 
 
+def _index_keys(m: Message) -> list[bytes]:
+    """The key-index keys of ``m`` before its commit offset: one per key, and one for its unique id."""
+    out = [_index_key(k) for k in m.key_list] if m.keys else []
+    uniq = m.properties.get(PROP_UNIQ_KEY)
+    if uniq:
+        out.append(_index_key(uniq))
+    return out
+
+
 def _table_key(prefix: bytes, key: bytes) -> tuple[bytes, bytes | None]:
     """The LMDB key of a table entry, and the full key when it had to be shortened.
 
@@ -536,7 +545,6 @@ class LmdbStore:
         pq = self._p_queues
         topics = self._p_topics
         qkeys = self._qkeys
-        tag_hashes = self._tag_hashes
         touched: dict[tuple[str, int], list[Any]] = {}  # -> [qmax key, next queue offset]
         new_topics: dict[str, int] = {}
         log_items: list[tuple[bytes, bytes]] = []
@@ -584,19 +592,10 @@ class LmdbStore:
             for m, okey, t in zip(msgs, okeys, ts):
                 if m.tags is not last_tags:
                     last_tags = m.tags
-                    th = tag_hashes.get(last_tags)  # type: ignore[assignment]
-                    if th is None:
-                        th = tag_hash(last_tags)
-                        if len(tag_hashes) < 4096:
-                            tag_hashes[last_tags] = th
+                    th = self._tag_code(last_tags)
                 size = len(m.body)
                 added += size
-                if m.keys:
-                    for key in m.key_list:
-                        key_items.append((_index_key(key) + okey, b""))
-                uniq = m.properties.get(PROP_UNIQ_KEY)
-                if uniq:
-                    key_items.append((_index_key(uniq) + okey, b""))
+                key_items += [(k + okey, b"") for k in _index_keys(m)]
                 cqv = _pack_cqv(m.commit_offset, th, size, m.store_timestamp)
                 cq_values.append(cqv)
                 t[3].append(cqv)
@@ -626,6 +625,15 @@ class LmdbStore:
         op.prepared = _Prepared(log_items, cq_items, key_items, table_ops, queues, new_topics, added, nxt, tails)
         op.result = results
 
+    def _tag_code(self, tags: str) -> int:
+        """``tag_hash(tags)``, remembered for up to 4096 distinct tag strings."""
+        th = self._tag_hashes.get(tags)
+        if th is None:
+            th = tag_hash(tags)
+            if len(self._tag_hashes) < 4096:
+                self._tag_hashes[tags] = th
+        return th
+
     def _prepare_run(self, op: _Op, msgs: list[Message], qk: tuple[str, int], prefix: bytes) -> None:
         """:meth:`_prepare` of a batch whose messages all go to one queue seen before, without table
         changes (an MQTT publisher's batch, a RocketMQ batch): offsets are two ranges, so the keys
@@ -643,12 +651,7 @@ class LmdbStore:
             okeys = list(map(_pack_q, range(first, nxt)))
             tags = msgs[0].tags
             if all(m.tags == tags for m in msgs):
-                th = self._tag_hashes.get(tags)
-                if th is None:
-                    th = tag_hash(tags)
-                    if len(self._tag_hashes) < 4096:
-                        self._tag_hashes[tags] = th
-                ths: Iterable[int] = itertools.repeat(th, n)
+                ths: Iterable[int] = itertools.repeat(self._tag_code(tags), n)
             else:
                 ths = [tag_hash(m.tags) for m in msgs]
             sizes = [len(m.body) for m in msgs]
@@ -659,13 +662,7 @@ class LmdbStore:
             if all(uniqs) and not any(m.keys for m in msgs):  # the usual: a unique id each, no keys
                 keys = [(_index_key(u) + okey, b"") for u, okey in zip(uniqs, okeys)]  # type: ignore[arg-type]
             else:
-                keys = []
-                for m, uniq, okey in zip(msgs, uniqs, okeys):
-                    if m.keys:
-                        for key in m.key_list:
-                            keys.append((_index_key(key) + okey, b""))
-                    if uniq:
-                        keys.append((_index_key(uniq) + okey, b""))
+                keys = [(k + okey, b"") for m, okey in zip(msgs, okeys) for k in _index_keys(m)]
         except Exception:
             for m in msgs:
                 m.commit_offset = m.queue_offset = -1
@@ -685,18 +682,11 @@ class LmdbStore:
         m.queue_offset = qoff
         try:
             rec = encode_message(m)
-            th = self._tag_hashes.get(m.tags)
-            if th is None:
-                th = tag_hash(m.tags)
-                if len(self._tag_hashes) < 4096:
-                    self._tag_hashes[m.tags] = th
+            th = self._tag_code(m.tags)
             okey = _pack_q(nxt)
             size = len(m.body)
             cq = [(prefix + _pack_q(qoff), _pack_cqv(nxt, th, size, m.store_timestamp))]
-            keys = [(_index_key(k) + okey, b"") for k in m.key_list] if m.keys else []
-            uniq = m.properties.get(PROP_UNIQ_KEY)
-            if uniq:
-                keys.append((_index_key(uniq) + okey, b""))
+            keys = [(k + okey, b"") for k in _index_keys(m)]
         except Exception:
             m.commit_offset = m.queue_offset = -1
             raise
@@ -943,11 +933,8 @@ class LmdbStore:
                 tid = self._topic_ids.get(m.topic)
                 if tid is not None:
                     txn.delete(_pack_cqk(tid, m.queue_id, m.queue_offset), db=self._db_cq)
-                for k in m.key_list:
-                    txn.delete(_index_key(k) + key, db=self._db_keys)
-                uniq = m.properties.get(PROP_UNIQ_KEY)
-                if uniq:
-                    txn.delete(_index_key(uniq) + key, db=self._db_keys)
+                for k in _index_keys(m):
+                    txn.delete(k + key, db=self._db_keys)
                 qmin[(m.topic, m.queue_id)] = m.queue_offset + 1
                 total -= size
                 removed += 1
